@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: quickstart test lint bench venv venv-test clean
+
+# A stamp per install flavour, refreshed whenever pyproject.toml changes.
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[test]'
+	touch $@ $(VENV)/.base
+
+venv: $(VENV)/.base
+venv-test: $(VENV)/.test
+
+quickstart: venv
+	rm -rf out/quickstart .fluxion/checkpoints/quickstart.*
+	$(VENV)/bin/fluxion run deployments/manifests/quickstart.yaml --mode drain
+	@echo "output: out/quickstart/paid-orders.jsonl ($$(wc -l < out/quickstart/paid-orders.jsonl) documents)"
+
+test: venv-test
+	$(PY) -m pytest
+
+lint: venv-test
+	$(VENV)/bin/ruff check fluxion_flows connectors tests bench examples
+	$(VENV)/bin/ruff format --check fluxion_flows connectors tests bench examples
+	$(VENV)/bin/mypy fluxion_flows connectors
+
+bench: venv-test
+	$(PY) bench/report.py
+
+clean:
+	rm -rf out .fluxion
