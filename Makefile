@@ -30,10 +30,13 @@ quickstart: venv
 test: venv-test
 	$(PY) -m pytest
 
+LINT_PATHS := $(wildcard fluxion_flows connectors tests bench examples)
+TYPED_PATHS := fluxion_flows $(wildcard connectors/fluxion_connect_*)
+
 lint: venv-test
-	$(VENV)/bin/ruff check fluxion_flows connectors tests bench examples
-	$(VENV)/bin/ruff format --check fluxion_flows connectors tests bench examples
-	$(VENV)/bin/mypy fluxion_flows connectors
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(TYPED_PATHS)
 
 bench: venv-test
 	$(PY) bench/report.py

@@ -50,6 +50,11 @@ class ProviderEntry:
                 f"the {self.kind.value} connector `{self.type}` cannot be loaded: {exc}",
                 hint=_install_hint(self.entry_point.dist, exc),
             ) from None
+        except Exception as exc:  # a broken plugin must not take the registry down with it
+            raise ProviderError(
+                f"the {self.kind.value} connector `{self.type}` ({self.distribution}, "
+                f"{self.entry_point.value}) is broken: {type(exc).__name__}: {exc}"
+            ) from None
         provider = provider_class() if isinstance(provider_class, type) else provider_class
         expected = SourceProvider if self.kind is ConnectorKind.SOURCE else SinkProvider
         if not isinstance(provider, expected):
