@@ -127,15 +127,22 @@ class Pipeline:
     def open_store(self) -> CheckpointStore:
         return _STORES[self.plan.checkpoint.store](self.plan)
 
-    def create_source(
+    def source_context(
         self, checkpoint: Checkpoint, mode: RunMode = RunMode.CONTINUOUS, start_from: StartFrom | None = None
-    ) -> StreamingSource:
-        context = SourceContext(
+    ) -> SourceContext:
+        return SourceContext(
             pipeline_id=self.pipeline_id,
             positions=dict(checkpoint.positions),
             start_from=start_from or StartFrom(),
             mode=mode,
         )
+
+    def create_source(
+        self, checkpoint: Checkpoint, mode: RunMode = RunMode.CONTINUOUS, start_from: StartFrom | None = None
+    ) -> StreamingSource:
+        return self._create_source(self.source_context(checkpoint, mode, start_from))
+
+    def _create_source(self, context: SourceContext) -> StreamingSource:
         try:
             return self.registry.create_source(context, self.source_config)
         except FluxionError as exc:
@@ -215,9 +222,10 @@ class Pipeline:
         store = store or self.open_store()
         shared = self.registry.source_provider(self.source_config.type).shared_claims
         claimed = await store.claim(self.pipeline_id, shared=shared)
-        return StreamingPipelineExecutor(
+        context = self.source_context(claimed, mode, start_from)
+        executor = StreamingPipelineExecutor(
             self.pipeline_id,
-            self.create_source(claimed, mode, start_from),
+            self._create_source(context),
             self.create_sink_chain(),
             self.stages,
             runtime=self.runtime_options(max_documents, max_duration),
@@ -227,6 +235,8 @@ class Pipeline:
             claimed=claimed,
             listener=listener,
         )
+        context.request_checkpoint = executor.checkpoint_now
+        return executor
 
     def describe(self) -> dict[str, Any]:
         """A secret-free summary for logs, artifacts and ``fluxion validate``."""

@@ -345,10 +345,24 @@ class StreamingPipelineExecutor:
         self._last_commit = time.monotonic()
         self._commit_task = asyncio.create_task(self._commit(positions, state), name="fluxion.checkpoint")
 
+    async def checkpoint_now(self) -> None:
+        """Commit what has been delivered, now (sources call it before giving partitions away)."""
+        if self._commit_task is not None and not self._commit_task.done():
+            await asyncio.shield(self._commit_task)
+        self._raise_commit_failure()
+        if self._committable is not None and self._checkpoint is not None:
+            positions, state = self._committable
+            self._committable = None
+            self._uncommitted_docs = 0
+            self._last_commit = time.monotonic()
+            self._commit_task = asyncio.create_task(self._commit(positions, state), name="fluxion.checkpoint")
+            await asyncio.shield(self._commit_task)
+
     async def _commit(self, positions: Positions, state: dict[str, Any]) -> None:
         assert self._checkpoint is not None
         for sink in self.chain.sinks():
             await sink.flush()
+        positions = self.source.owned_positions(positions)
         checkpoint = Checkpoint(
             pipeline_id=self.pipeline_id,
             generation=self._checkpoint.generation,

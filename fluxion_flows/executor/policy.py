@@ -119,6 +119,9 @@ class PolicyRunner:
         fallback = self.policy.fallback
         if fallback is PolicyKind.FAIL_FAST:
             raise PipelineFailed(failure.step, failure.where, error) from error
+        partial = getattr(error, "failed_documents", None)
+        if isinstance(partial, list):  # the sink wrote the rest of the batch: only these failed
+            failure.documents = partial
         count = max(1, len(failure.documents))
         if fallback is PolicyKind.SKIP:
             self.metrics.skipped += count

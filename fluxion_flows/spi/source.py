@@ -14,6 +14,7 @@ import contextlib
 import enum
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class SourceContext:
     start_from: StartFrom = field(default_factory=StartFrom)
     mode: RunMode = RunMode.CONTINUOUS
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fluxion_flows.source"))
+    request_checkpoint: Callable[[], Awaitable[None]] | None = None
+    """Set by the executor: commit what has been delivered now (e.g. before partitions are revoked)."""
 
     @property
     def drain(self) -> bool:
@@ -79,6 +82,15 @@ class StreamingSource(ABC):
 
     async def on_durable(self, positions: Positions) -> None:
         """These positions are now checkpointed; e.g. commit them to a Kafka consumer group."""
+
+    def owned_positions(self, positions: Positions) -> Positions:
+        """The part of ``positions`` this run may checkpoint.
+
+        Runs that split partitions through a consumer group return only the
+        partitions currently assigned to them, so one run never overwrites
+        another's newer positions.
+        """
+        return positions
 
     @abstractmethod
     async def cancel(self) -> None:

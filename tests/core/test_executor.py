@@ -420,3 +420,56 @@ async def test_max_documents_limit_ends_the_run() -> None:
     result = await executor(ListSource(10**6, batch=10), sink, runtime=runtime).run()
     assert result.ended_by == "limit"
     assert 30 <= len(sink.documents) <= 40
+
+
+async def test_only_the_records_a_sink_reports_as_failed_are_dead_lettered() -> None:
+    class SomeRecordsFailed(NonRetryableError):
+        def __init__(self, documents: list[Document]) -> None:
+            super().__init__("2 records too large")
+            self.failed_documents = documents
+
+    def fail(call: int, batch: Any) -> BaseException | None:
+        return SomeRecordsFailed([d for d in batch if d["n"] in (3, 4)]) if call == 1 else None
+
+    dead = RecordingSink("dlq")
+    await executor(
+        ListSource(10, batch=10),
+        RecordingSink(fail=fail),
+        error_policy=policy(PolicyKind.DEAD_LETTER, dead_letter=dead),
+    ).run()
+    assert [d["n"] for d in dead.documents[0]["documents"]] == [3, 4]
+
+
+async def test_a_source_checkpoints_only_the_positions_it_owns() -> None:
+    class HalfOwner(ListSource):
+        def owned_positions(self, positions: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in positions.items() if k == "p"}
+
+        async def poll(self) -> Any:
+            batch = await super().poll()
+            if batch is not None:
+                batch.positions["other"] = -1
+            return batch
+
+    store = MemoryCheckpointStore()
+    claim = await store.claim("test.pipeline", shared=True)
+    from fluxion_flows.checkpoint import Checkpoint
+
+    await store.save(Checkpoint("test.pipeline", claim.generation, {"other": 99}))
+    await executor(HalfOwner(20), RecordingSink(), store=store, claimed=claim).run()
+    saved = await store.load("test.pipeline")
+    assert saved is not None and saved.positions == {"other": 99, "p": 20}
+
+
+async def test_checkpoint_now_commits_what_was_delivered() -> None:
+    store, sink = MemoryCheckpointStore(), RecordingSink(delay=0.002)
+    run = executor(
+        ListSource(10**9, endless=True), sink, store=store, checkpoint=CheckpointOptions(interval=3600)
+    )
+    task = asyncio.create_task(run.run())
+    await wait_for(lambda: sink.calls >= 3)
+    await run.checkpoint_now()
+    saved = await store.load("test.pipeline")
+    assert saved is not None and saved.positions["p"] >= 20  # the third write may still be in flight
+    run.stop()
+    await task
