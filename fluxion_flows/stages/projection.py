@@ -25,6 +25,7 @@ class Tree:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     computed: list[tuple[str, Fn]] = field(default_factory=list)
+    sources: list[tuple[str, Any, Ctx]] = field(default_factory=list)  # computed specs, for codegen
     children: dict[str, Tree] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
 
@@ -65,6 +66,7 @@ def _insert(tree: Tree, parts: list[str], value: Any, ctx: Ctx) -> None:
     else:
         node: Node = compile_expr(value, ctx)
         tree.computed.append((head, node.fn))
+        tree.sources.append((head, value, ctx))
     tree.order.append(head)
 
 
@@ -124,6 +126,17 @@ def include(tree: Tree, doc: dict[str, Any], root: Any, v: Variables) -> dict[st
         if value is not MISSING:
             out[name] = value
     return out
+
+
+def child_value(tree: Tree, value: Any, root: Any, v: Variables) -> Any:
+    """What :func:`include` stores for one sub-tree given the field's value (MISSING: nothing)."""
+    if isinstance(value, dict):
+        return include(tree, value, root, v)
+    if isinstance(value, list):
+        return _include_array(tree, value, root, v)
+    if tree.computed:
+        return include(tree, {}, root, v)
+    return MISSING
 
 
 def _include_array(tree: Tree, items: list[Any], root: Any, v: Variables) -> list[Any]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from fluxion_flows.stages.codegen import Gen
 from fluxion_flows.stages.expressions.core import Ctx, compile_expr, unknown_operator
 from fluxion_flows.stages.paths import query_values, split_path
 from fluxion_flows.stages.values import (
@@ -305,3 +306,51 @@ def _mod(arg: Any, ctx: Ctx) -> ValuesTest:
         return int(quotient - divisor * int(quotient / divisor)) == remainder
 
     return _each(test, arrays_whole=False)
+
+
+_INLINE_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+_PYTHON_OPERATOR = {"$eq": "==", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def query_code(spec: dict[str, Any], ctx: Ctx, g: Gen) -> str:
+    """Python source of a boolean expression on document ``d``, for a generated ``$match``.
+
+    Each top-level clause becomes one inline test when it compares a plain path
+    (one or two parts) with a string or number; otherwise, and whenever the
+    value found is not of that type (arrays, null, missing, mixed types), the
+    clause's compiled predicate decides, so results are those of the closures.
+    """
+    return " and ".join(f"({_clause_code(key, value, ctx.at(key), g)})" for key, value in spec.items())
+
+
+def _clause_code(key: str, value: Any, ctx: Ctx, g: Gen) -> str:
+    predicate = f"{g.bind(_clause(key, value, ctx))}(d)"
+    if key.startswith("$"):
+        return predicate
+    parts = split_path(key)
+    if _is_operator_object(value):
+        if len(value) != 1:
+            return predicate
+        operator, target = next(iter(value.items()))
+    else:
+        operator, target = "$eq", value
+    if operator not in _INLINE_OPERATORS or len(parts) > 2 or any(not p or p.isdigit() for p in parts):
+        return predicate
+    found = g.temp()
+    pre = ""
+    source = f"d.get({g.bind(parts[0])}, {g.missing})"
+    if len(parts) == 2:
+        outer = g.temp()
+        pre = f"({outer} := {source}).__class__ is {g.bind(dict)} and "
+        source = f"{outer}.get({g.bind(parts[1])}, {g.missing})"
+    read = f"({found} := {source})"
+    if target.__class__ is str:
+        check = f"{pre}{read}.__class__ is {g.bind(str)}"
+    elif (target.__class__ is int or target.__class__ is float) and target == target:
+        is_float = f"{found}.__class__ is {g.bind(float)}"
+        if operator not in ("$eq", "$ne"):  # NaN sorts below all numbers: leave it to compare()
+            is_float = f"({is_float} and {found} == {found})"
+        check = f"{pre}({read}.__class__ is {g.bind(int)} or {is_float})"
+    else:
+        return predicate
+    return f"{found} {_PYTHON_OPERATOR[operator]} {g.bind(target)} if {check} else {predicate}"

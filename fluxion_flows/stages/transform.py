@@ -4,24 +4,53 @@ $replaceRoot/$replaceWith $unwind``.
 Each returns a batch function ``(docs, variables) -> docs``. Input documents
 are never mutated: ``$set`` makes a shallow copy (nested objects are copied
 only along the paths it writes), so ``$$ROOT`` and the caller's batch stay intact.
+That copy is needed: the executor retries a failed batch from the same source
+documents, puts the failing stage's *input* in the dead letter, and hands the
+same documents to every fanout/pipeline sink, so a stage must never change
+what it receives.
+
+``$match``, ``$set`` and inclusion ``$project`` run as one generated function
+per stage (see :mod:`codegen`); the closure versions below stay the reference
+and the fallback when generation does not apply.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fluxion_flows.spi.batch import Document
+from fluxion_flows.stages.codegen import Gen, expr_code
 from fluxion_flows.stages.expressions.core import Ctx, Fn, Variables, compile_expr
 from fluxion_flows.stages.paths import getter, remove_path, set_path, split_path
-from fluxion_flows.stages.projection import exclude, include, parse_projection
-from fluxion_flows.stages.query import compile_query
+from fluxion_flows.stages.projection import Tree, child_value, exclude, include, parse_projection
+from fluxion_flows.stages.query import compile_query, query_code
 from fluxion_flows.stages.runtime import BatchFn
 from fluxion_flows.stages.values import MISSING
 
 
 def match(spec: Any, ctx: Ctx) -> BatchFn:
     predicate = compile_query(spec, ctx)
+    if spec:
+        g = Gen()
+        generated = _generate(g, [f"return [d for d in docs if {query_code(spec, ctx, g)}]"])
+        if generated is not None:
+            return generated
     return lambda docs, _v: [doc for doc in docs if predicate(doc)]
+
+
+def _generate(g: Gen, body: list[str]) -> BatchFn | None:
+    """Compile a generated ``run(docs, v)``; None (use the closures) if Python refuses it."""
+    try:
+        run: BatchFn = g.build("docs, v", body)
+    except (SyntaxError, RecursionError, MemoryError):  # pragma: no cover - pathological nesting
+        return None
+    return run
+
+
+def _loop(g: Gen, per_doc: list[str]) -> BatchFn | None:
+    body = ["out = []", "ap = out.append", "for d in docs:", *(f"    {line}" for line in per_doc)]
+    return _generate(g, [*body, "    ap(n)", "return out"])
 
 
 def set_fields(spec: Any, ctx: Ctx, name: str) -> BatchFn:
@@ -38,32 +67,113 @@ def set_fields(spec: Any, ctx: Ctx, name: str) -> BatchFn:
         else:
             top.append((key, fn))
 
-    def run(docs: list[Document], v: Variables) -> list[Document]:
-        out = []
-        for doc in docs:
-            new = doc.copy()
-            for key, fn in top:
-                value = fn(doc, v)
-                if value is MISSING:
-                    new.pop(key, None)
-                else:
-                    new[key] = value
-            for parts, fn in nested:
-                value = fn(doc, v)
-                if value is MISSING:
-                    remove_path(new, parts)
-                else:
-                    set_path(new, parts, value)
-            out.append(new)
-        return out
+    def one(doc: Document, v: Variables) -> Document:
+        new = doc.copy()
+        for key, fn in top:
+            value = fn(doc, v)
+            if value is MISSING:
+                new.pop(key, None)
+            else:
+                new[key] = value
+        for parts, fn in nested:
+            value = fn(doc, v)
+            if value is MISSING:
+                remove_path(new, parts)
+            else:
+                set_path(new, parts, value)
+        return new
 
-    return run
+    generated = _generate_set(spec, ctx, one)
+    if generated is not None:
+        return generated
+    return lambda docs, v: [one(doc, v) for doc in docs]
+
+
+def _prelude(g: Gen, slow: Callable[[Document, Variables], Document]) -> list[str]:
+    """The hoisted field reads, behind a guard: documents that are not exactly dicts take the
+    closure path (hoisted reads use ``d[key]``, which a dict subclass may override)."""
+    setup = g.take_setup()
+    if not setup:
+        return []
+    return [f"if d.__class__ is not {g.bind(dict)}:", f"    ap({g.bind(slow)}(d, v))", "    continue", *setup]
+
+
+def _generate_set(
+    spec: dict[str, Any], ctx: Ctx, slow: Callable[[Document, Variables], Document]
+) -> BatchFn | None:
+    """One loop: copy the document, then store each field computed from the input document."""
+    g = Gen()
+    g.hoist = True
+    top: list[str] = []
+    nested: list[str] = []
+    for key, value in spec.items():
+        code = expr_code(value, ctx.at(key), g)
+        if "." in key:
+            path = g.bind(split_path(key))
+            nested += [
+                f"_x = {code.text}",
+                f"if _x is {g.missing}: {g.bind(remove_path)}(n, {path})",
+                f"else: {g.bind(set_path)}(n, {path}, _x)",
+            ]
+        elif code.missing:
+            name = g.bind(key)
+            top += [
+                f"_x = {code.text}",
+                f"if _x is {g.missing}: n.pop({name}, None)",
+                f"else: n[{name}] = _x",
+            ]
+        else:
+            top.append(f"n[{g.bind(key)}] = {code.text}")
+    return _loop(g, [*_prelude(g, slow), "n = d.copy()", *top, *nested])
+
+
+def _generate_include(tree: Tree) -> BatchFn | None:
+    """Inclusion ``$project`` as one loop: a dict display when every included field is present."""
+    g = Gen()
+    g.hoist = True
+    missing = g.missing
+    keys = [g.bind(name) for name in tree.include]
+    per_doc = ["n = {}"]
+    if keys:
+        # Exactly a dict: every included field present is one dict display (KeyError: some are not).
+        pick = g.bind(_included(tree.include))
+        display = ", ".join(f"{key}: d[{key}]" for key in keys)
+        per_doc = [
+            f"if d.__class__ is {g.bind(dict)}:",
+            "    try:",
+            f"        n = {{{display}}}",
+            f"    except {g.bind(KeyError)}:",
+            f"        n = {pick}(d)",
+            "else:",
+            f"    n = {pick}(d)",
+        ]
+    for name, child in tree.children.items():
+        read = f"{g.bind(child_value)}({g.bind(child)}, d.get({g.bind(name)}, {missing}), d, v)"
+        per_doc += [f"_x = {read}", f"if _x is not {missing}: n[{g.bind(name)}] = _x"]
+    for name, value, field_ctx in tree.sources:
+        code = expr_code(value, field_ctx, g)
+        if code.missing:
+            per_doc += [f"_x = {code.text}", f"if _x is not {missing}: n[{g.bind(name)}] = _x"]
+        else:
+            per_doc.append(f"n[{g.bind(name)}] = {code.text}")
+    prelude = _prelude(g, lambda doc, v: include(tree, doc, doc, v))
+    return _loop(g, [*prelude, *per_doc])
+
+
+def _included(names: list[str]) -> Any:
+    def pick(doc: Document) -> Document:
+        return {name: doc[name] for name in names if name in doc}
+
+    return pick
 
 
 def project(spec: Any, ctx: Ctx) -> BatchFn:
     inclusion, tree = parse_projection(spec, ctx)
     if not inclusion:
         return lambda docs, _v: [exclude(tree, doc) for doc in docs]
+    generated = _generate_include(tree)
+    if generated is not None:
+        return generated
     if not tree.children and not tree.computed:
         keys = tree.include
 
@@ -149,23 +259,49 @@ def unwind(spec: Any, ctx: Ctx) -> BatchFn:
             set_path(new, index_parts, index)
         out.append(new)
 
+    def one(out: list[Document], doc: Document) -> None:
+        value = get(doc)
+        if isinstance(value, list):
+            if value:
+                for i, item in enumerate(value):
+                    emit(out, doc, item, i)
+            elif preserve:
+                emit(out, doc, MISSING, None, remove=True)
+        elif value is None or value is MISSING:
+            if preserve:
+                emit(out, doc, value, None)
+        elif index_parts is None:
+            out.append(doc)
+        else:
+            emit(out, doc, value, None)
+
+    if len(parts) == 1 and index_parts is None:
+        return _unwind_top(parts[0], one)
+
     def run(docs: list[Document], _v: Variables) -> list[Document]:
         out: list[Document] = []
         for doc in docs:
-            value = get(doc)
-            if isinstance(value, list):
-                if value:
-                    for i, item in enumerate(value):
-                        emit(out, doc, item, i)
-                elif preserve:
-                    emit(out, doc, MISSING, None, remove=True)
-            elif value is None or value is MISSING:
-                if preserve:
-                    emit(out, doc, value, None)
-            elif index_parts is None:
-                out.append(doc)
+            one(out, doc)
+        return out
+
+    return run
+
+
+def _unwind_top(key: str, one: Callable[[list[Document], Document], None]) -> BatchFn:
+    """``$unwind: "$field"`` of a top-level array without an index: one copy per element."""
+
+    def run(docs: list[Document], _v: Variables) -> list[Document]:
+        out: list[Document] = []
+        append = out.append
+        for doc in docs:
+            value = doc.get(key, MISSING) if doc.__class__ is dict else MISSING
+            if value.__class__ is list and value:
+                for item in value:
+                    new = doc.copy()
+                    new[key] = item
+                    append(new)
             else:
-                emit(out, doc, value, None)
+                one(out, doc)
         return out
 
     return run
