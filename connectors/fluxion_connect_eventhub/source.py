@@ -324,7 +324,7 @@ class EventHubSource(StreamingSource):
 
     async def _on_close(self, context: PartitionContext, reason: Any) -> None:
         self._owned.discard(context.partition_id)
-        if reason == CloseReason.OWNERSHIP_LOST:
+        if reason == CloseReason.OWNERSHIP_LOST and not self._stopping:  # our own stop cancels as "lost" too
             self._lost.add(context.partition_id)
 
     # ------------------------------------------------------------------ batches

@@ -242,7 +242,11 @@ class OptionSchema:
         object.__setattr__(self, "by_name", table)
 
     def accepts_pass_through(self, name: str) -> bool:
-        return self.pass_through is not None and bool(self.pass_through.fullmatch(name))
+        return (
+            self.pass_through is not None
+            and isinstance(name, str)
+            and bool(self.pass_through.fullmatch(name))
+        )
 
     def validate(
         self, raw: Mapping[str, Any], *, file: str | None = None, path: Sequence[PathPart] = ()
@@ -261,7 +265,7 @@ class OptionSchema:
                     f"unknown option `{key}`",
                     file=file,
                     path=(*path, key),
-                    found=key,
+                    found=str(key),  # YAML allows non-string keys (`0: x`)
                     valid=names,
                     hint=self.pass_through_help or None,
                 )

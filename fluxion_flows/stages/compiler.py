@@ -139,9 +139,24 @@ def compile_stage(spec: Any, ctx: Ctx, options: Options) -> Stage:
         close = difflib.get_close_matches(str(name), list(STAGES), n=1, cutoff=0.6)
         hint = f"did you mean `{close[0]}`?" if close else f"valid stages: {', '.join(sorted(STAGES))}"
         raise stage_ctx.error(f"unknown stage `{name}`", hint=hint)
+    _check_keys(argument, stage_ctx)
     stage = builder(argument, stage_ctx, name, options)
     stage.path = format_path(ctx.path)
     return stage
+
+
+def _check_keys(value: Any, ctx: Ctx) -> None:
+    """Field names and operators are strings; YAML also allows ``0:`` or ``null:`` as keys, rejected here."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ctx.at(str(key)).error(
+                    f"`{key}` is not a valid field name or operator (keys must be strings; quote it in YAML)"
+                )
+            _check_keys(item, ctx.at(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_keys(item, ctx.at(index))
 
 
 def compile_stages(specs: Any, ctx: Ctx, options: Options) -> list[Stage]:
