@@ -71,11 +71,18 @@ def _install_hint(dist: Distribution | None, exc: ImportError) -> str:
     if dist is None or not missing:
         return "install the package that provides it"
     wanted = _normalise(missing)
+    extras = []
     for requirement in dist.requires or ():
         match = re.match(r"^\s*([A-Za-z0-9_.\-]+).*extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
         if match and _normalise(match[1]).startswith(wanted):
-            return f"install it with: pip install '{dist.name}[{match[2]}]'"
-    return f"install the package that provides the `{missing}` module"
+            extras.append(match[2])
+    if not extras:
+        return f"install the package that provides the `{missing}` module"
+    narrowest = next((e for e in extras if e not in _AGGREGATE_EXTRAS), extras[0])
+    return f"install it with: pip install '{dist.name}[{narrowest}]'"
+
+
+_AGGREGATE_EXTRAS = ("all", "test", "dev")
 
 
 def _normalise(name: str) -> str:

@@ -25,9 +25,18 @@ from fluxion_flows.checkpoint import Checkpoint, CheckpointStore, MemoryCheckpoi
 from fluxion_flows.executor.listener import ExecutorListener
 from fluxion_flows.executor.metrics import PipelineMetrics, StageMetrics
 from fluxion_flows.executor.options import CheckpointOptions, ErrorPolicy, RuntimeOptions
-from fluxion_flows.executor.policy import Failure, Outcome, PipelineFailed, PolicyRunner, Step, Stopping
+from fluxion_flows.executor.policy import (
+    Failure,
+    Outcome,
+    PipelineFailed,
+    PolicyRunner,
+    Step,
+    Stopping,
+    always,
+    never,
+)
 from fluxion_flows.executor.queue import DocumentQueue
-from fluxion_flows.executor.sink_chain import SinkChainDelivery, SinkNode, StageFailed, run_stages
+from fluxion_flows.executor.sink_chain import SinkChainDelivery, SinkNode, stage_action
 from fluxion_flows.spi.batch import Document, Positions, RecordFailure, SourceBatch
 from fluxion_flows.spi.sink import Batch, StreamingSink
 from fluxion_flows.spi.source import StreamingSource
@@ -134,7 +143,10 @@ class StreamingPipelineExecutor:
             await self._prepare()
             await self.listener.on_start(self.pipeline_id)
             runner = self._run_sequential if self.runtime.direct_handoff else self._run_pipelined
-            async with _ticker(self._observe, self.runtime.observe_interval):
+            async with (
+                _ticker(self._observe, self.runtime.observe_interval),
+                _ticker(self._commit_if_due, max(self.checkpoint_options.interval, 0.05)),
+            ):
                 with contextlib.suppress(Stopping):
                     await self._with_limits(runner)
         except BaseException as exc:
@@ -267,18 +279,12 @@ class StreamingPipelineExecutor:
         return item
 
     async def _run_stages(self, item: WorkItem) -> list[Document]:
-        failure = Failure(Step.STAGE, "process", item.documents, item.positions)
-
-        async def action() -> list[Document]:
-            try:
-                return run_stages(self.stages, self._stage_metrics, item.documents)
-            except StageFailed as failed:
-                failure.where = failed.stage.path
-                failure.documents = failed.documents
-                raise failed.error from None
-
-        outcome, documents = await self.policy.run(action, failure)
-        return documents if outcome is Outcome.DONE and documents is not None else []
+        outputs = await self.policy.run_batch(
+            stage_action(self.stages, self._stage_metrics),
+            Failure(Step.STAGE, "process", item.documents, item.positions),
+            isolate=never if self._stateful else always,
+        )
+        return outputs[0] if len(outputs) == 1 else [d for part in outputs for d in part]
 
     async def _record_failed(self, record: RecordFailure) -> None:
         failure = Failure(
@@ -325,6 +331,11 @@ class StreamingPipelineExecutor:
         if every is not None and self._uncommitted_docs >= every:
             return True
         return time.monotonic() - self._last_commit >= self.checkpoint_options.interval
+
+    async def _commit_if_due(self) -> None:
+        """Commit delivered positions even when no batch arrives (an idle source)."""
+        if self._committable is not None and self._checkpoint_due():
+            self._request_commit()
 
     def _raise_commit_failure(self) -> None:
         """A background commit that failed (e.g. fenced by a newer run) ends this run."""

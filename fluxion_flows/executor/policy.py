@@ -8,6 +8,7 @@ behaviour of reference §3 is implemented exactly once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -73,6 +74,32 @@ def describe_error(error: BaseException) -> dict[str, Any]:
     return info
 
 
+@dataclass
+class _GaveUp:
+    error: Exception
+    attempts: int
+
+
+BatchAction = Callable[[list[Document], Failure], Awaitable[T]]
+"""Work on (part of) a batch; it may annotate the Failure (e.g. which stage failed)."""
+
+Isolate = Callable[[BaseException], bool]
+"""Whether an error is about the documents (worth finding which ones) or about the destination."""
+
+
+def always(error: BaseException) -> bool:
+    return True
+
+
+def never(error: BaseException) -> bool:
+    return False
+
+
+def rejected_content(error: BaseException) -> bool:
+    """A sink error that another attempt cannot fix is taken to be about the documents (e.g. HTTP 400)."""
+    return isinstance(error, NonRetryableError)
+
+
 class PolicyRunner:
     def __init__(
         self,
@@ -89,10 +116,67 @@ class PolicyRunner:
 
     async def run(self, action: Callable[[], Awaitable[T]], failure: Failure) -> tuple[Outcome, T | None]:
         """Run ``action`` under the policy: its result, or how the failure was absorbed."""
+        result = await self._attempts(action, failure)
+        if isinstance(result, _GaveUp):
+            return await self.give_up(result.error, failure, result.attempts), None
+        return Outcome.DONE, result
+
+    async def run_batch(self, action: BatchAction[T], failure: Failure, *, isolate: Isolate) -> list[T]:
+        """Run ``action`` on ``failure.documents`` under the policy; the results of what succeeded.
+
+        When the policy gives up on the whole batch with skip or dead-letter and
+        ``isolate(error)`` says the error is about the documents (a stage error,
+        a 400) rather than the destination (a timeout), the batch is halved until
+        the documents that fail on their own are found: only they are skipped or
+        dead-lettered, the others carry on. Retries have already been spent on
+        the whole batch, so each part gets one attempt.
+        """
+        documents = failure.documents
+        result = await self._attempts(lambda: action(documents, failure), failure)
+        if not isinstance(result, _GaveUp):
+            return [result]
+        if not isolate(result.error) or not self._divisible(result.error, failure):
+            await self.give_up(result.error, failure, result.attempts)
+            return []
+        return await self._halves(action, failure, isolate)
+
+    async def _isolate(self, action: BatchAction[T], failure: Failure, isolate: Isolate) -> list[T]:
+        while True:
+            try:
+                return [await action(failure.documents, failure)]
+            except (Stopping, PipelineFailed):
+                raise
+            except RetryLater as later:
+                await self._wait(max(later.retry_in, 0.01))
+            except Exception as error:
+                self.metrics.failures += 1
+                if not isolate(error) or not self._divisible(error, failure):
+                    await self.give_up(error, failure)
+                    return []
+                return await self._halves(action, failure, isolate)
+
+    async def _halves(self, action: BatchAction[T], failure: Failure, isolate: Isolate) -> list[T]:
+        documents = failure.documents
+        middle = len(documents) // 2
+        results: list[T] = []
+        for part in (documents[:middle], documents[middle:]):
+            results += await self._isolate(action, dataclasses.replace(failure, documents=part), isolate)
+        return results
+
+    def _divisible(self, error: BaseException, failure: Failure) -> bool:
+        """Worth splitting: several documents, a fallback that lets the rest through, no per-record report."""
+        return (
+            len(failure.documents) > 1
+            and self.policy.fallback is not PolicyKind.FAIL_FAST
+            and not isinstance(getattr(error, "failed_documents", None), list)
+        )
+
+    async def _attempts(self, action: Callable[[], Awaitable[T]], failure: Failure) -> T | _GaveUp:
+        """The action's result, after retries as the policy allows; or why it gave up."""
         attempt = 1
         while True:
             try:
-                return Outcome.DONE, await action()
+                return await action()
             except (Stopping, PipelineFailed):
                 raise
             except RetryLater as later:
@@ -100,19 +184,18 @@ class PolicyRunner:
                 continue
             except Exception as error:
                 self.metrics.failures += 1
-                if self._should_retry(error, attempt):
-                    self.metrics.retries += 1
-                    log.warning(
-                        "%s failed at %s (attempt %d), retrying: %s",
-                        failure.step.value,
-                        failure.where,
-                        attempt,
-                        error,
-                    )
-                    await self._backoff(attempt)
-                    attempt += 1
-                    continue
-                return await self.give_up(error, failure, attempt), None
+                if not self._should_retry(error, attempt):
+                    return _GaveUp(error, attempt)
+                self.metrics.retries += 1
+                log.warning(
+                    "%s failed at %s (attempt %d), retrying: %s",
+                    failure.step.value,
+                    failure.where,
+                    attempt,
+                    error,
+                )
+                await self._backoff(attempt)
+                attempt += 1
 
     async def give_up(self, error: BaseException, failure: Failure, attempts: int = 1) -> Outcome:
         """Apply the fallback (skip, dead-letter or fail) to a failure that will not be retried."""
@@ -163,7 +246,7 @@ class PolicyRunner:
             "documentCount": len(failure.documents),
             **failure.extra,
         }
-        envelope = Batch([{**context, "documents": failure.documents}], positions=failure.positions)
+        envelope = Batch([{**context, "documents": list(failure.documents)}], positions=failure.positions)
         sink = self.policy.dead_letter
         assert sink is not None
         for attempt in range(1, 4):

@@ -15,7 +15,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from fluxion_flows.executor.metrics import PipelineMetrics, SinkMetrics, StageMetrics
-from fluxion_flows.executor.policy import Failure, Outcome, PolicyRunner, Step
+from fluxion_flows.executor.policy import (
+    BatchAction,
+    Failure,
+    PolicyRunner,
+    Step,
+    always,
+    never,
+    rejected_content,
+)
 from fluxion_flows.spi.batch import Document
 from fluxion_flows.spi.sink import Batch, StreamingSink
 from fluxion_flows.stages.base import Stage
@@ -105,19 +113,14 @@ class SinkChainDelivery:
         return delivered
 
     async def _transform(self, node: SinkNode, batch: Batch) -> Batch | None:
-        failure = Failure(Step.STAGE, node.path, list(batch), batch.positions)
-
-        async def action() -> list[Document]:
-            try:
-                return run_stages(node.stages, node.stage_metrics, list(batch))
-            except StageFailed as failed:
-                failure.where = failed.stage.path
-                failure.documents = failed.documents
-                raise failed.error from None
-
-        outcome, documents = await self.policy.run(action, failure)
-        if outcome is not Outcome.DONE or documents is None:
+        outputs = await self.policy.run_batch(
+            stage_action(node.stages, node.stage_metrics),
+            Failure(Step.STAGE, node.path, list(batch), batch.positions),
+            isolate=never if any(stage.stateful for stage in node.stages) else always,
+        )
+        if not outputs:
             return None
+        documents = outputs[0] if len(outputs) == 1 else [d for part in outputs for d in part]
         return Batch(documents, positions=batch.positions, key=batch.key)
 
     def _chunks(self, batch: Batch) -> Iterator[Batch]:
@@ -133,18 +136,38 @@ class SinkChainDelivery:
         gauge = node.sink_metrics
         assert sink is not None and gauge is not None
 
-        async def action() -> None:
+        async def action(documents: list[Document], failure: Failure) -> int:
+            batch = chunk if documents is chunk else _part(chunk, documents)
             started = time.perf_counter()
             try:
-                await sink.write(chunk)
+                await sink.write(batch)
             except Exception:
                 gauge.errors += 1
                 raise
             finally:
                 gauge.duration_ms += (time.perf_counter() - started) * 1000
             gauge.writes += 1
-            gauge.documents += len(chunk)
+            gauge.documents += len(batch)
+            return len(batch)
 
-        failure = Failure(Step.SINK, node.path, list(chunk), chunk.positions, {"sink": node.type})
-        outcome, _ = await self.policy.run(action, failure)
-        return len(chunk) if outcome is Outcome.DONE else 0
+        failure = Failure(Step.SINK, node.path, chunk, chunk.positions, {"sink": node.type})
+        return sum(await self.policy.run_batch(action, failure, isolate=rejected_content))
+
+
+def _part(chunk: Batch, documents: list[Document]) -> Batch:
+    """A part of a chunk being isolated; its idempotency key says which part, so it is stable too."""
+    start = next(i for i, d in enumerate(chunk) if d is documents[0])
+    return Batch(documents, positions=chunk.positions, key=f"{chunk.key}.{start}+{len(documents)}")
+
+
+def stage_action(stages: Sequence[Stage], gauges: Sequence[StageMetrics]) -> BatchAction[list[Document]]:
+    """Run the stages on (part of) a batch; on failure, name the failing stage in the error context."""
+
+    async def action(documents: list[Document], failure: Failure) -> list[Document]:
+        try:
+            return run_stages(stages, gauges, documents)
+        except StageFailed as failed:
+            failure.where = failed.stage.path
+            raise failed.error from None
+
+    return action

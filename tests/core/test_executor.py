@@ -201,7 +201,7 @@ async def test_fail_fast_on_stage_error_stops_with_delivered_work_checkpointed()
     assert saved is not None and saved.positions == {"p": 30}
 
 
-async def test_skip_drops_only_the_failing_batch() -> None:
+async def test_skip_drops_only_the_failing_document() -> None:
     sink = RecordingSink()
     runtime = RuntimeOptions(micro_batch_size=10, max_batch_wait=0.05, direct_handoff=True)
     result = await executor(
@@ -211,8 +211,8 @@ async def test_skip_drops_only_the_failing_batch() -> None:
         runtime=runtime,
         error_policy=policy(PolicyKind.SKIP),
     ).run()
-    assert numbers(sink) == [n for n in range(100) if not 30 <= n < 40]
-    assert result.metrics["skipped"] == 10
+    assert numbers(sink) == [n for n in range(100) if n != 35]
+    assert result.metrics["skipped"] == 1
     assert result.checkpoint is not None and result.checkpoint.positions == {"p": 100}
 
 
@@ -230,10 +230,25 @@ async def test_dead_letter_wraps_failing_stage_batch_with_context() -> None:
     envelope = dead.documents[0]
     assert envelope["step"] == "stage" and envelope["where"] == "$bad"
     assert envelope["error"] == {"type": "ValueError", "message": "cannot handle 35"}
-    assert [d["n"] for d in envelope["documents"]] == list(range(30, 40))
+    assert envelope["documents"] == [{"n": 35}]  # isolated: the rest of its batch went on
     assert envelope["positions"] == {"p": 40} and envelope["attempts"] == 1 and "time" in envelope
-    assert result.metrics["deadLettered"] == 10
-    assert len(sink.documents) == 90
+    assert result.metrics["deadLettered"] == 1
+    assert numbers(sink) == [n for n in range(100) if n != 35]
+
+
+async def test_a_stateful_pipeline_dead_letters_the_whole_batch() -> None:
+    dead, sink = RecordingSink("dlq"), RecordingSink()
+    runtime = RuntimeOptions(micro_batch_size=10, max_batch_wait=0.05, direct_handoff=True)
+    await executor(
+        ListSource(40, batch=10),
+        sink,
+        [CountingStage(), failing_stage(15)],
+        runtime=runtime,
+        error_policy=policy(PolicyKind.DEAD_LETTER, dead_letter=dead),
+    ).run()
+    # re-running parts would count documents twice in the stateful stage, so nothing is split
+    assert [d["n"] for d in dead.documents[0]["documents"]] == list(range(10, 20))
+    assert len(sink.documents) == 30
 
 
 async def test_retry_recovers_a_flaky_sink_then_escalates_a_permanent_one() -> None:
@@ -255,24 +270,26 @@ async def test_retry_recovers_a_flaky_sink_then_escalates_a_permanent_one() -> N
     assert dead.documents[0]["attempts"] == 3 and dead.documents[0]["step"] == "sink"
 
 
-async def test_non_retryable_sink_error_skips_retries() -> None:
+async def test_non_retryable_sink_error_skips_retries_and_isolates_the_rejected_document() -> None:
     class BadRequest(NonRetryableError):
         status = 400
         body_excerpt = '{"error": "bad"}'
 
-    sink, dead = (
-        RecordingSink(fail=lambda call, _: BadRequest("HTTP 400") if call == 1 else None),
-        RecordingSink(),
-    )
+    def reject_three(call: int, batch: Any) -> BaseException | None:
+        return BadRequest("HTTP 400") if any(d["n"] == 3 for d in batch) else None
+
+    sink, dead = RecordingSink(fail=reject_three), RecordingSink()
     await executor(
         ListSource(20, batch=10),
         sink,
         runtime=RuntimeOptions(micro_batch_size=10, max_batch_wait=0.05, direct_handoff=True),
         error_policy=policy(PolicyKind.RETRY, max_retries=5, then=PolicyKind.DEAD_LETTER, dead_letter=dead),
     ).run()
-    assert sink.calls == 2
+    assert sorted(numbers(sink)) == [n for n in range(20) if n != 3]
+    assert [e["documents"] for e in dead.documents] == [[{"n": 3}]]
     error = dead.documents[0]["error"]
     assert error["status"] == 400 and error["body_excerpt"] == '{"error": "bad"}'
+    assert len({b.key for b in sink.batches}) == len(sink.batches)  # parts get their own stable keys
 
 
 async def test_sink_fail_fast_raises_pipeline_failed() -> None:

@@ -14,6 +14,8 @@ are logged with user info and query strings masked.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import gzip
 import time
 from collections.abc import Callable
@@ -37,7 +39,8 @@ from fluxion_flows.connectors.http.redaction import protect
 from fluxion_flows.connectors.http.retry import Retry, retry_instance
 from fluxion_flows.connectors.http.template import UrlTemplate
 from fluxion_flows.errors import ProviderError
-from fluxion_flows.spi import Batch, Document, NonRetryableError, SinkContext, StreamingSink, reveal
+from fluxion_flows.spi import Batch, Document, NonRetryableError, Secret, SinkContext, StreamingSink, reveal
+from fluxion_flows.spi.secret import MASK
 
 
 def safe_url(url: str, *, secret: bool = False) -> str:
@@ -71,6 +74,7 @@ class HttpSink(StreamingSink):
         self._log = context.logger
         self._name = context.path or f"{context.pipeline_id}.http"
         self._metrics = HttpSinkMetrics()
+        self._secret_texts: tuple[str, ...] = ()
         self._retry: Retry = retry_instance(settings.retry_instance, settings.retry)
         self._breaker: CircuitBreaker | None = None
         if settings.circuit_breaker is not None:
@@ -107,6 +111,7 @@ class HttpSink(StreamingSink):
                     hint="install it with: pip install 'fluxion-flows[http2]'",
                 ) from None
         headers = {name: reveal(value) for name, value in s.headers.items()}
+        self._secret_texts = _secret_texts(s)
         if not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = s.content_type
         if s.gzip:
@@ -207,7 +212,7 @@ class HttpSink(StreamingSink):
                 if not self._retry.status_retryable(status):
                     self._metrics.non_retryable += 1
                     method, reason = self.settings.method, outcome.reason_phrase
-                    raise HttpStatusError(status, reason, method, self._shown(url), excerpt(outcome.content))
+                    raise HttpStatusError(status, reason, method, self._shown(url), self._excerpt(outcome))
                 what = f"HTTP {status}"
                 wait = self._retry.retry_after(status, outcome.headers.get("Retry-After"))
                 if wait is not None:
@@ -233,11 +238,18 @@ class HttpSink(StreamingSink):
             )
             await asyncio.sleep(delay)
 
+    def _excerpt(self, response: httpx.Response) -> str:
+        """The start of the response body, with our own credentials masked (some servers echo them)."""
+        text = excerpt(response.content)
+        for secret in self._secret_texts:
+            text = text.replace(secret, MASK)
+        return text
+
     def _exhausted(self, attempt: int, what: str, url: str, outcome: httpx.Response | Exception) -> Exception:
         self._metrics.exhausted += 1
         self._retry.exhausted += 1
         if isinstance(outcome, httpx.Response):
-            status, body = outcome.status_code, excerpt(outcome.content)
+            status, body = outcome.status_code, self._excerpt(outcome)
             error = RetriesExhaustedError(
                 attempt, what, status=status, body_excerpt=body, url=self._shown(url)
             )
@@ -315,3 +327,17 @@ class HttpSink(StreamingSink):
 
 
 __all__ = ["HttpSink", "safe_url"]
+
+
+def _secret_texts(settings: HttpSinkSettings) -> tuple[str, ...]:
+    """Every credential string this sink sends, longest first, in every form a server might echo."""
+    texts = {reveal(value) for value in settings.headers.values() if isinstance(value, Secret)}
+    if settings.authorization is not None:
+        header = settings.authorization.reveal()
+        scheme, _, credential = header.partition(" ")
+        texts |= {header, credential}
+        if scheme == "Basic":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                user_password = base64.b64decode(credential).decode()
+                texts |= {user_password, user_password.partition(":")[2]}
+    return tuple(sorted((t for t in texts if len(t) >= 4), key=len, reverse=True))
