@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -21,13 +20,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from fluxion_flows.errors import FluxionError, ManifestError
-from fluxion_flows.executor import ExecutorListener, PipelineFailed, RunResult
+from fluxion_flows.executor import ExecutorListener, RunResult
 from fluxion_flows.manifest.loader import parse_override
 from fluxion_flows.manifest.model import Manifest
-from fluxion_flows.pipeline import Pipeline
+from fluxion_flows.pipeline import Pipeline, register_checkpoint_store
 from fluxion_flows.registry import default_registry
 from fluxion_flows.spi import ConnectorKind, RunMode, StartFrom
 from fluxion_flows.spi.options import OptionSchema
+
+
+def _prefect_store(plan: Any) -> Any:
+    """``checkpoint.store: prefect`` validates without importing Prefect; the store loads on use."""
+    from fluxion_flows.prefect.store import PrefectBlockCheckpointStore
+
+    return PrefectBlockCheckpointStore(plan.checkpoint.block)
+
+
+register_checkpoint_store("prefect", _prefect_store)
 
 app = typer.Typer(
     name="fluxion",
@@ -192,61 +201,79 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line.")] = False,
 ) -> None:
-    """Run a streaming operation until its source ends, it is stopped (Ctrl-C), or a limit is reached."""
+    """Run a streaming operation as a Prefect flow until its source ends, Ctrl-C, or a limit.
+
+    Uses PREFECT_API_URL when set (or in the Prefect profile), otherwise a local Prefect API on SQLite.
+    """
+    from fluxion_flows.cli.flow_run import RunError, Terminated, run_flow, start_from_parameter
+
     try:
         pipeline = _build(manifest, operation, connections, templates, assignments, variables)
         starting = parse_start_from(start_from)
-        result = asyncio.run(_run(pipeline, mode, starting, max_documents, max_duration, quiet))
+        parameters: dict[str, Any] = {
+            "manifest": str(manifest),
+            "operation": pipeline.plan.operation,
+            "connections": str(connections) if connections else None,
+            "templates": str(templates) if templates else None,
+            "mode": mode,
+            "overrides": dict(parse_override(a) for a in assignments or []),
+            "startFrom": start_from_parameter(starting),
+            "maxDocuments": max_documents,
+            "maxDuration": max_duration,
+            "variables": _variables(variables),
+        }
+        live = _Live(quiet)
+        try:
+            result = run_flow(
+                parameters,
+                listener=_Progress(quiet),
+                on_executor=live.attach,
+                on_signal=_interrupted,
+            )
+        finally:
+            live.detach()
     except FluxionError as exc:
         _fail(exc)
-    except PipelineFailed as exc:
+    except RunError as exc:
         _fail(f"the run failed: {exc}; what was delivered before it is checkpointed", 1)
-    except OSError as exc:
-        _fail(f"the run failed: {exc}", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted before the pipeline started", 130)
+    except Terminated:
+        err.print("stopped by SIGTERM: in-flight batches delivered, final checkpoint written")
+        raise SystemExit(0) from None
     _print_summary(result)
 
 
-async def _run(
-    pipeline: Pipeline,
-    mode: RunMode,
-    start_from: StartFrom,
-    max_documents: int | None,
-    max_duration: float | None,
-    quiet: bool,
-) -> RunResult:
-    executor = await pipeline.executor(
-        mode=mode,
-        start_from=start_from,
-        listener=_Progress(quiet),
-        max_documents=max_documents,
-        max_duration=max_duration,
-    )
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    interrupts = 0
+def _variables(items: list[str] | None) -> dict[str, str]:
+    values = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        values[name.strip()] = value
+    return values
 
-    def interrupted() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            err.print(
-                "[yellow]stopping: delivering in-flight batches and writing the final checkpoint "
-                "(Ctrl-C again to abandon them)[/]"
-            )
-            executor.stop()
-        elif task is not None:
-            task.cancel()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, interrupted)
-    ticker = None if quiet or not out.is_terminal else asyncio.create_task(_live(executor.metrics.snapshot))
-    try:
-        return await executor.run()
-    finally:
-        if ticker is not None:
-            ticker.cancel()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+def _interrupted(signum: int, count: int) -> None:
+    if count == 1:
+        err.print(
+            "[yellow]stopping: delivering in-flight batches and writing the final checkpoint "
+            "(Ctrl-C again to abandon them)[/]"
+        )
+
+
+class _Live:
+    """The live status line, attached once the flow has created the executor."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and out.is_terminal
+        self.task: asyncio.Task[None] | None = None
+
+    def attach(self, executor: Any) -> None:
+        if self.enabled:
+            self.task = asyncio.get_running_loop().create_task(_live(executor.metrics.snapshot))
+
+    def detach(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def _live(snapshot: Any) -> None:
@@ -346,3 +373,12 @@ def schema() -> None:
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "Fluxion streaming manifest"
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _register_prefect_commands() -> None:
+    from fluxion_flows.cli import prefect_commands
+
+    prefect_commands.register(app, out, _fail)
+
+
+_register_prefect_commands()
