@@ -1,0 +1,211 @@
+"""Copying a collection's existing documents in ``_id`` order, resumable after any page.
+
+The copy pages through ``find().sort({_id: 1})`` and remembers the last
+``_id`` it emitted; a restart continues with ``{_id: {$gt: last}}``. MongoDB
+compares values of different BSON types only inside a *type bracket*
+(numbers with numbers, strings with strings, ...), so ``$gt`` alone would stop
+at the end of the bracket of ``last`` and miss, say, string ``_id`` values
+after numeric ones. When a bracket is exhausted the copy therefore jumps to
+the next non-empty bracket in MongoDB's sort order, using each bracket's
+smallest value as a ``$gte`` bound (plain comparison operators, which every
+MongoDB-compatible server implements).
+
+Resuming by ``$gt`` is only sound if the server sorts ``_id`` the way it
+compares it. Each page is checked where the order is unambiguous (bracket
+order, numbers, ObjectIds, dates; strings are left alone because a collection
+collation may order them differently from Python): a server that sorts
+otherwise would make the copy skip documents, so that is an error, never a
+silent gap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bson.binary import Binary
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from bson.max_key import MaxKey
+from bson.min_key import MinKey
+from bson.objectid import ObjectId
+from bson.regex import Regex
+from bson.timestamp import Timestamp
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.errors import OperationFailure
+
+from fluxion_flows.spi import Document
+
+_EPOCH_FLOOR = dt.datetime(1, 1, 1)
+
+
+def _bracket_filters() -> list[tuple[Callable[[Any], bool], dict[str, Any]]]:
+    """MongoDB's cross-type sort order, as (membership test, filter selecting the whole bracket)."""
+    return [
+        (lambda v: isinstance(v, MinKey), {"$type": "minKey"}),
+        (lambda v: v is None, {"$type": "null"}),
+        (
+            lambda v: isinstance(v, int | float | Int64 | Decimal128) and not isinstance(v, bool),
+            {"$gte": float("-inf")},
+        ),
+        (lambda v: isinstance(v, str), {"$gte": ""}),
+        (lambda v: isinstance(v, dict), {"$gte": {}}),
+        (lambda v: isinstance(v, bytes | Binary | uuid.UUID), {"$gte": Binary(b"", 0)}),
+        (lambda v: isinstance(v, ObjectId), {"$gte": ObjectId(b"\x00" * 12)}),
+        (lambda v: isinstance(v, bool), {"$gte": False}),
+        (lambda v: isinstance(v, dt.datetime), {"$gte": _EPOCH_FLOOR}),
+        (lambda v: isinstance(v, Timestamp), {"$gte": Timestamp(0, 0)}),
+        (lambda v: isinstance(v, Regex | re.Pattern), {"$type": "regex"}),
+        (lambda v: isinstance(v, MaxKey), {"$type": "maxKey"}),
+    ]
+
+
+_BRACKETS = _bracket_filters()
+
+
+def bracket_of(value: Any) -> int:
+    """Index of ``value``'s type bracket in MongoDB's sort order (unknown types sort last)."""
+    for index, (member, _) in enumerate(_BRACKETS):
+        if member(value):
+            return index
+    return len(_BRACKETS)
+
+
+CURSOR_LOST_CODES = frozenset({43, 237})
+"""CursorNotFound, CursorKilled: the server dropped an idle cursor; reopen it after the last ``_id``."""
+
+
+class SnapshotReader:
+    """Reads a collection in ``_id`` order in pages; ``last_id`` is the resume point after each page.
+
+    One server cursor serves the whole copy (a single index scan), read a page
+    at a time; if the server drops it (idle too long while the pipeline was
+    backpressured) the copy reopens a cursor after ``last_id``.
+    """
+
+    def __init__(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        page_size: int,
+        *,
+        last_id: Any = None,
+        started: bool = False,
+    ) -> None:
+        self._collection = collection
+        self._page_size = max(1, page_size)
+        self.last_id = last_id
+        self._started = started
+        self._cursor: AsyncCursor[dict[str, Any]] | None = None
+        self._bracket: int | None = None
+        """The bracket the open cursor started in; None for the initial, unfiltered cursor."""
+        self.done = False
+        self.copied = 0
+
+    async def next_page(self) -> list[Document]:
+        """The next documents in ``_id`` order; empty once the copy is complete."""
+        while not self.done:
+            if self._cursor is None:
+                self._cursor, self._bracket = self._open(), self._current_bracket()
+            try:
+                page = await self._cursor.to_list(self._page_size)
+            except OperationFailure as exc:
+                if exc.code not in CURSOR_LOST_CODES:
+                    raise
+                await self._drop_cursor()  # reopened after last_id on the next turn
+                continue
+            if not page:
+                await self._advance()
+                continue
+            if self._bracket is not None:
+                # Only the cursor's own bracket counts (a lax server may match numbers for `$gte: false`).
+                page = [doc for doc in page if bracket_of(doc.get("_id")) >= self._bracket]
+            if page:
+                check_order(page, self.last_id if self._started else None)
+                self._started = True
+                self.last_id = page[-1]["_id"]
+                self.copied += len(page)
+                return page
+        return []
+
+    def _current_bracket(self) -> int | None:
+        return None if not self._started else bracket_of(self.last_id)
+
+    def _open(self) -> AsyncCursor[dict[str, Any]]:
+        query: dict[str, Any] = {} if not self._started else {"_id": {"$gt": self.last_id}}
+        return self._find(query)
+
+    def _find(self, query: dict[str, Any]) -> AsyncCursor[dict[str, Any]]:
+        return self._collection.find(query, sort=[("_id", 1)], batch_size=self._page_size)
+
+    async def _advance(self) -> None:
+        """The open cursor is exhausted: go on with the next type bracket, or finish."""
+        finished = self._bracket
+        await self._drop_cursor()
+        if finished is None or finished + 1 >= len(_BRACKETS):
+            self.done = True
+            return
+        self._bracket = finished + 1
+        self._cursor = self._find({"_id": _BRACKETS[self._bracket][1]})
+
+    async def _drop_cursor(self) -> None:
+        if self._cursor is not None:
+            await self._cursor.close()
+        self._cursor = None
+
+    async def close(self) -> None:
+        await self._drop_cursor()
+
+
+class SnapshotOrderError(RuntimeError):
+    """The server returned ``_id`` values out of order: resuming by ``$gt`` would skip documents."""
+
+
+def check_order(page: list[Document], previous: Any) -> None:
+    """Raise SnapshotOrderError unless ``page`` continues ``previous`` in increasing ``_id`` order."""
+    has_previous = previous is not None
+    for document in page:
+        current = document.get("_id")
+        if has_previous and _out_of_order(previous, current):
+            raise SnapshotOrderError(
+                f"the server returned _id {current!r} after {previous!r} when sorting by _id: it sorts "
+                "differently from how it compares, so the initial snapshot cannot be copied resumably "
+                "(documents would be skipped)"
+            )
+        previous, has_previous = current, True
+
+
+def _out_of_order(previous: Any, current: Any) -> bool:
+    before, after = bracket_of(previous), bracket_of(current)
+    if before != after:
+        return after < before
+    left, right = _comparable(previous), _comparable(current)
+    if left is None or right is None:
+        return False
+    try:
+        return not left < right
+    except (TypeError, decimal.InvalidOperation):
+        return False
+
+
+def _comparable(value: Any) -> Any:
+    """A Python value ordered like MongoDB orders ``value``, where that is unambiguous; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal128):
+        return value.to_decimal()
+    if isinstance(value, int | float):
+        return decimal.Decimal(value)
+    if isinstance(value, ObjectId):
+        return value.binary
+    if isinstance(value, dt.datetime):
+        return (
+            value.replace(tzinfo=None)
+            if value.tzinfo is None
+            else value.astimezone(dt.UTC).replace(tzinfo=None)
+        )
+    return None

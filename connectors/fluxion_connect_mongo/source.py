@@ -1,0 +1,505 @@
+"""The ``mongodb`` source: change streams, with an optional resumable initial snapshot.
+
+Each change event becomes one document: the full document (when the event
+has one) at the root, so ``_id`` stays the business key, and ``_meta`` with
+``operationType``, ``documentKey``, ``clusterTime``, ``ns`` and the event's
+``resumeToken``. Delete events carry the document key at the root.
+
+Positions (one partition per watched namespace, ``"<db>.<coll>"`` or
+``"<db>"`` for a database-wide stream) look like::
+
+    {"phase": "stream",   "resumeToken": {...}}
+    {"phase": "snapshot", "resumeToken": {...}, "lastId": <Extended JSON _id>}
+
+The snapshot phase records the resume token taken *before* the copy began and
+the last copied ``_id``: a restart continues the copy after that ``_id``
+and then follows the change stream from the token, so a write that raced the
+copy is replayed from the stream rather than lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from bson.timestamp import Timestamp
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.errors import OperationFailure, PyMongoError
+
+from fluxion_connect_mongo._common import (
+    CONNECTION_OPTION,
+    DATABASE_OPTION,
+    check_connection_string,
+    from_json,
+    make_client,
+    option_path,
+    to_json,
+)
+from fluxion_connect_mongo.catalog import discover
+from fluxion_connect_mongo.errors import as_resume_error
+from fluxion_connect_mongo.snapshot import SnapshotReader
+from fluxion_flows.errors import OptionError
+from fluxion_flows.spi import (
+    AbstractAsyncStreamingSource,
+    ConnectorConfig,
+    ConnectorDescriptor,
+    ConnectorOption,
+    Document,
+    OptionSchema,
+    OptionType,
+    SourceBatch,
+    SourceContext,
+    SourceProvider,
+    StreamDescriptor,
+)
+
+DATA_EVENTS = frozenset({"insert", "update", "replace", "delete"})
+CHANGE_STREAM_STAGES = frozenset(
+    {"$addFields", "$match", "$project", "$replaceRoot", "$replaceWith", "$redact", "$set", "$unset"}
+)
+FULL_DOCUMENT_MODES = ("default", "updateLookup", "whenAvailable", "required")
+
+
+class MongoSourceProvider(SourceProvider):
+    """Factory for the ``mongodb`` change-stream source."""
+
+    def descriptor(self) -> ConnectorDescriptor:
+        return ConnectorDescriptor(
+            "mongodb",
+            "MongoDB change stream",
+            "Change events of a collection (or a database) as documents; resume tokens are the checkpoint",
+        )
+
+    def options(self) -> OptionSchema:
+        return OptionSchema(
+            options=[
+                CONNECTION_OPTION,
+                DATABASE_OPTION,
+                ConnectorOption(
+                    "collection",
+                    OptionType.STRING,
+                    description="collection to watch; omit to watch the whole database (server permitting)",
+                ),
+                ConnectorOption(
+                    "pipeline",
+                    OptionType.LIST,
+                    default=[],
+                    description="change-stream stages ($match, $project, $addFields, $set, $unset, ...)",
+                ),
+                ConnectorOption(
+                    "fullDocument",
+                    OptionType.ENUM,
+                    default="updateLookup",
+                    choices=FULL_DOCUMENT_MODES,
+                    description="how update events carry the document; `default` gives only the key",
+                ),
+                ConnectorOption("queueCapacity", OptionType.INT, default=64, description="batches buffered"),
+                ConnectorOption("maxBatchSize", OptionType.INT, default=128, description="events per batch"),
+                ConnectorOption(
+                    "maxAwaitTime", OptionType.DURATION, default="PT5S", description="server wait per getMore"
+                ),
+                ConnectorOption(
+                    "initialSnapshot",
+                    OptionType.BOOL,
+                    default=False,
+                    description="copy existing documents (resumably, by _id) before following changes",
+                ),
+            ]
+        )
+
+    def create(self, context: SourceContext, config: ConnectorConfig) -> MongoChangeStreamSource:
+        check_connection_string(config)
+        settings = SourceSettings.from_config(config)
+        return MongoChangeStreamSource(context, config, settings)
+
+    async def discover_streams(self, config: ConnectorConfig) -> list[StreamDescriptor]:
+        return await discover(config)
+
+
+class SourceSettings:
+    """The validated options of one source block."""
+
+    def __init__(
+        self,
+        *,
+        database: str,
+        collection: str | None,
+        pipeline: list[dict[str, Any]],
+        full_document: str,
+        queue_capacity: int,
+        max_batch_size: int,
+        max_await_time: float,
+        initial_snapshot: bool,
+    ) -> None:
+        self.database = database
+        self.collection = collection
+        self.pipeline = pipeline
+        self.full_document = full_document
+        self.queue_capacity = queue_capacity
+        self.max_batch_size = max_batch_size
+        self.max_await_time = max_await_time
+        self.initial_snapshot = initial_snapshot
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.database}.{self.collection}" if self.collection else self.database
+
+    @classmethod
+    def from_config(cls, config: ConnectorConfig) -> SourceSettings:
+        for name in ("queueCapacity", "maxBatchSize"):
+            if config[name] < 1:
+                raise OptionError(f"option `{name}` must be at least 1", path=option_path(config, name))
+        collection = config.get("collection") or None
+        initial_snapshot = bool(config["initialSnapshot"])
+        if initial_snapshot and collection is None:
+            raise OptionError(
+                "option `initialSnapshot` needs a `collection` (a database-wide snapshot is not supported)",
+                path=option_path(config, "initialSnapshot"),
+            )
+        return cls(
+            database=config["database"],
+            collection=collection,
+            pipeline=validate_pipeline(config["pipeline"], config),
+            full_document=config["fullDocument"],
+            queue_capacity=config["queueCapacity"],
+            max_batch_size=config["maxBatchSize"],
+            max_await_time=config["maxAwaitTime"],
+            initial_snapshot=initial_snapshot,
+        )
+
+
+def validate_pipeline(pipeline: Sequence[Any], config: ConnectorConfig) -> list[dict[str, Any]]:
+    """The change-stream pipeline, checked stage by stage (a server would only say 'invalid pipeline')."""
+    checked: list[dict[str, Any]] = []
+    for index, stage in enumerate(pipeline):
+        where = option_path(config, "pipeline", index)
+        if not isinstance(stage, Mapping) or len(stage) != 1:
+            raise OptionError(
+                "a change-stream stage must be a map with exactly one `$operator` key", path=where
+            )
+        (name,) = stage.keys()
+        if name not in CHANGE_STREAM_STAGES:
+            raise OptionError(
+                f"`{name}` is not allowed in a change-stream pipeline",
+                path=(*where, name),
+                found=str(name),
+                valid=CHANGE_STREAM_STAGES,
+            )
+        checked.append({name: stage[name]})
+    return checked
+
+
+def event_to_document(change: dict[str, Any], token: Any = None) -> Document:
+    """A change event as a document: the full document (or the key) at the root, the event under ``_meta``.
+
+    On the hot path (one call per event), hence the local lookups. ``token``
+    defaults to the event's own ``_id`` in its JSON-safe form.
+    """
+    get = change.get
+    full = get("fullDocument")
+    key = get("documentKey")
+    document: Document = full if type(full) is dict else dict(key or {})
+    if token is None:
+        token = _json_token(change["_id"])
+    cluster = get("clusterTime")
+    meta: dict[str, Any] = {
+        "operationType": get("operationType"),
+        "documentKey": key,
+        "clusterTime": {"t": cluster.time, "i": cluster.inc} if type(cluster) is Timestamp else cluster,
+        "ns": get("ns"),
+        "resumeToken": token,
+    }
+    description = get("updateDescription")
+    if description:
+        meta["updateDescription"] = description
+    wall = get("wallTime")
+    if wall is not None:
+        meta["wallTime"] = wall
+    document["_meta"] = meta
+    return document
+
+
+def _json_token(token: Any) -> Any:
+    """The usual ``{"_data": "<hex>"}`` token is JSON already (and is not shared): use it as is."""
+    if type(token) is dict and len(token) == 1 and type(token.get("_data")) is str:
+        return token
+    return to_json(token)
+
+
+def snapshot_document(document: Document, namespace: Mapping[str, str]) -> Document:
+    """An existing document copied by the initial snapshot (``operationType: snapshot``)."""
+    document["_meta"] = {
+        "operationType": "snapshot",
+        "documentKey": {"_id": document.get("_id")},
+        "clusterTime": None,
+        "ns": dict(namespace),
+        "resumeToken": None,
+    }
+    return document
+
+
+class MongoChangeStreamSource(AbstractAsyncStreamingSource):
+    """Reads one change stream; in ``snapshot`` phase first pages through the existing documents."""
+
+    def __init__(self, context: SourceContext, config: ConnectorConfig, settings: SourceSettings) -> None:
+        super().__init__(settings.queue_capacity)
+        self._context = context
+        self._config = config
+        self._settings = settings
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._stream: AsyncChangeStream[dict[str, Any]] | None = None
+        self._snapshot: SnapshotReader | None = None
+        self._snapshot_token: Any = None
+        self._last_token: Any = None
+        self._emitted_token: Any = None
+        self._events = 0
+        self._lag: float | None = None
+        self.partition = settings.namespace
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._client = make_client(self._config)
+        position = self._start_position()
+        start = self._context.start_from
+        if start.kind == "latest":
+            await self._open_stream()
+        elif start.kind == "earliest" or (position is None and self._settings.initial_snapshot):
+            await self._begin_snapshot()
+        elif start.kind == "timestamp" and start.timestamp is not None:
+            await self._open_stream(start_at=start.timestamp)
+        elif position is None:
+            await self._open_stream()
+        elif position.get("phase") == "snapshot":
+            await self._resume_snapshot(position)
+        else:
+            await self._open_stream(resume_after=from_json(position["resumeToken"]))
+        self._context.logger.info("mongodb source on %s opened (%s)", self.partition, self._phase)
+
+    @property
+    def watching(self) -> bool:
+        """True once the change stream is open: writes from now on are captured (or snapshotted)."""
+        return self._stream is not None
+
+    @property
+    def _phase(self) -> str:
+        return "snapshot" if self._snapshot is not None else "stream"
+
+    def _start_position(self) -> dict[str, Any] | None:
+        start = self._context.start_from
+        positions = start.positions if start.kind == "positions" else self._context.positions
+        position = positions.get(self.partition)
+        if position is not None and not isinstance(position, Mapping):
+            raise OptionError(f"the checkpointed position of `{self.partition}` is not a Mongo position")
+        return dict(position) if position is not None else None
+
+    async def on_close(self) -> None:
+        if self._snapshot is not None:
+            await self._snapshot.close()
+        if self._stream is not None:
+            try:
+                await self._stream.close()
+            except PyMongoError as exc:
+                self._context.logger.debug("closing the change stream failed: %s", exc)
+            self._stream = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # -- change stream ---------------------------------------------------------------------------------------
+
+    async def _open_stream(
+        self, *, resume_after: Any = None, start_after: Any = None, start_at: float | None = None
+    ) -> None:
+        assert self._client is not None
+        settings = self._settings
+        database = self._client[settings.database]
+        target = database[settings.collection] if settings.collection else database
+        options: dict[str, Any] = {
+            "max_await_time_ms": max(1, int(settings.max_await_time * 1000)),
+            "batch_size": settings.max_batch_size,
+        }
+        if settings.full_document != "default":
+            options["full_document"] = settings.full_document
+        if resume_after is not None:
+            options["resume_after"] = resume_after
+        if start_after is not None:
+            options["start_after"] = start_after
+        if start_at is not None:
+            options["start_at_operation_time"] = Timestamp(int(start_at), 0)
+        try:
+            self._stream = await target.watch(settings.pipeline, **options)
+        except OperationFailure as exc:
+            self._raise_translated(exc)
+        self._last_token = self._stream.resume_token or resume_after or start_after
+        if self._emitted_token is None:
+            self._emitted_token = self._last_token
+
+    def _raise_translated(self, exc: OperationFailure) -> NoReturn:
+        """'History lost' becomes ResumeTokenLostError (never a silent skip); anything else propagates."""
+        lost = as_resume_error(exc, self.partition)
+        if lost is not None:
+            raise lost from None
+        raise exc
+
+    async def _read_events(self) -> list[dict[str, Any]]:
+        """Up to ``maxBatchSize`` data events: one server round trip, then what it buffered.
+
+        Events are returned raw; ``next_batch`` turns them into documents, so
+        that work overlaps the next ``getMore`` the poll task has in flight.
+        """
+        stream = self._stream
+        assert stream is not None
+        if not stream.alive:
+            await self._reopen_after_invalidate()
+            stream = self._stream
+            assert stream is not None
+        raw: list[dict[str, Any]] = []
+        try:
+            change = await stream.try_next()  # may wait up to maxAwaitTime on the server
+            if change is not None:
+                raw.append(change)
+                for _ in range(min(_buffered(stream), self._settings.max_batch_size - 1)):
+                    change = await stream.try_next()  # from the buffer: no round trip
+                    if change is None:
+                        break
+                    raw.append(change)
+        except OperationFailure as exc:
+            self._raise_translated(exc)
+        changes = [c for c in raw if c.get("operationType") in DATA_EVENTS]
+        if len(changes) < len(raw) and any(c.get("operationType") == "invalidate" for c in raw):
+            self._context.logger.warning(
+                "change stream on %s invalidated (collection dropped or renamed)", self.partition
+            )
+        self._last_token = stream.resume_token or self._last_token
+        self._events += len(changes)
+        self._lag = 0.0
+        if changes:
+            event_time = _event_time(changes[-1].get("clusterTime"))
+            self._lag = max(0.0, time.time() - event_time) if event_time is not None else None
+        return changes
+
+    async def _reopen_after_invalidate(self) -> None:
+        """After ``invalidate`` (drop/rename), keep watching the namespace from just after that event."""
+        old = self._stream
+        if old is not None:
+            await old.close()
+        await self._open_stream(start_after=self._last_token)
+
+    # -- initial snapshot ------------------------------------------------------------------------------------
+
+    async def _begin_snapshot(self) -> None:
+        """Open the change stream first (its token marks where the copy began), then copy by ``_id``."""
+        await self._open_stream()
+        token = self._stream.resume_token if self._stream is not None else None
+        if token is None:
+            raise RuntimeError(
+                f"the server gave no resume token for {self.partition}; an initial snapshot cannot be "
+                "made resumable without one"
+            )
+        self._snapshot_token = token
+        self._snapshot = self._reader()
+
+    async def _resume_snapshot(self, position: Mapping[str, Any]) -> None:
+        token = from_json(position["resumeToken"])
+        await self._open_stream(resume_after=token)
+        self._snapshot_token = token
+        last = position.get("lastId")
+        self._snapshot = self._reader(
+            last_id=from_json(last) if last is not None else None, started=last is not None
+        )
+
+    def _reader(self, *, last_id: Any = None, started: bool = False) -> SnapshotReader:
+        assert self._client is not None and self._settings.collection is not None
+        collection = self._client[self._settings.database][self._settings.collection]
+        return SnapshotReader(collection, self._settings.max_batch_size, last_id=last_id, started=started)
+
+    async def _poll_snapshot(self, reader: SnapshotReader) -> SourceBatch:
+        page = await reader.next_page()
+        if not page:
+            self._snapshot = None
+            self._context.logger.info(
+                "initial snapshot of %s complete (%d documents); following changes",
+                self.partition,
+                reader.copied,
+            )
+            self._emitted_token = self._snapshot_token
+            return SourceBatch([], {self.partition: self._stream_position(self._snapshot_token)})
+        namespace = {"db": self._settings.database, "coll": self._settings.collection or ""}
+        documents = [snapshot_document(doc, namespace) for doc in page]
+        position = {
+            "phase": "snapshot",
+            "resumeToken": to_json(self._snapshot_token),
+            "lastId": to_json(reader.last_id),
+        }
+        return SourceBatch(documents, {self.partition: position})
+
+    # -- poll ------------------------------------------------------------------------------------------------
+
+    async def poll(self) -> SourceBatch | None:
+        if self._snapshot is not None:
+            return await self._poll_snapshot(self._snapshot)
+        changes = await self._read_events()
+        token = self._last_token
+        if changes:
+            self._emitted_token = token
+            return _RawEvents(changes, {self.partition: self._stream_position(token)})
+        if self._context.drain:
+            return None
+        if token is not None and token != self._emitted_token:
+            # The server moved the token past filtered-out events: checkpoint it so it never ages out.
+            self._emitted_token = token
+            return SourceBatch([], {self.partition: self._stream_position(token)})
+        return SourceBatch([])
+
+    async def next_batch(self, max_documents: int, timeout: float) -> SourceBatch | None:
+        batch = await super().next_batch(max_documents, timeout)
+        if isinstance(batch, _RawEvents):
+            batch.documents = [event_to_document(change) for change in batch.documents]
+        return batch
+
+    @staticmethod
+    def _stream_position(token: Any) -> dict[str, Any]:
+        return {"phase": "stream", "resumeToken": to_json(token)}
+
+    def metrics(self) -> dict[str, float]:
+        values: dict[str, float] = {"events": float(self._events)}
+        if self._snapshot is not None:
+            values["snapshotDocuments"] = float(self._snapshot.copied)
+        if self._lag is not None:
+            values["lag"] = self._lag  # seconds between the last event's cluster time and reading it
+        return values
+
+
+class _RawEvents(SourceBatch):
+    """A batch whose ``documents`` are still raw change events (converted in ``next_batch``)."""
+
+    __slots__ = ()
+
+
+def _buffered(stream: AsyncChangeStream[dict[str, Any]]) -> int:
+    """How many events the stream already holds, so reading them costs no server round trip.
+
+    PyMongo exposes no public call for this; without it every further
+    ``try_next`` could wait ``maxAwaitTime`` for a batch that is already late,
+    so we look at the cursor's buffer and, if that ever changes shape, fall
+    back to one event per round trip (slower, still correct).
+    """
+    data = getattr(getattr(stream, "_cursor", None), "_data", None)
+    try:
+        return len(data) if data is not None else 0
+    except TypeError:
+        return 0
+
+
+def _event_time(value: Any) -> float | None:
+    """Epoch seconds of an event's ``clusterTime`` (a BSON Timestamp; some servers send a UTC datetime)."""
+    if isinstance(value, Timestamp):
+        return float(value.time)
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return aware.timestamp()
+    return None
