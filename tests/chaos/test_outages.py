@@ -1,0 +1,188 @@
+"""Outages of a peer while the pipeline keeps running: zero loss, and recovery without a restart.
+
+- The HTTP endpoint answers 503 for 30 s (real clock; ``FLUXION_CHAOS_OUTAGE``
+  changes the length), then recovers.
+- The Kafka consumer's broker connections are cut and refused for a while
+  (``FLUXION_CHAOS_CUT``, 5 s by default: longer than the test group's 2 s
+  session timeout, so the consumer also loses its group membership), then
+  restored, through a loopback TCP proxy the broker advertises.
+
+Both run the executor in this process (one ``run()`` from start to end is
+what "without a restart" means) against real peers, and print the measured
+recovery times. (The MongoDB restart outage is added with the MongoDB pair.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import pytest
+
+from fluxion_flows.checkpoint import MemoryCheckpointStore
+from fluxion_flows.connectors.memory import MemorySink
+from fluxion_flows.pipeline import Pipeline
+from tests.chaos.peers import proxied_broker
+from tests.chaos.targets import FAST_GROUP, produce
+from tests.support.http_server import RecordedRequest, Reply, ScriptedHttpServer
+
+OUTAGE = float(os.environ.get("FLUXION_CHAOS_OUTAGE", "30"))
+CUT = float(os.environ.get("FLUXION_CHAOS_CUT", "5"))
+
+
+def streaming(pipeline_id: str, execution: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": pipeline_id,
+        "operationDefs": {"flow": {"execution": {"type": "streaming", **execution}}},
+    }
+
+
+async def wait_for(condition: Any, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Outage:
+    """Answers 503 from the ``after``-th request on, for ``seconds`` of wall-clock time, then 200."""
+
+    def __init__(self, seconds: float, after: int) -> None:
+        self.seconds = seconds
+        self.after = after
+        self.requests = 0
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.first_success_after: float | None = None
+        self.refused = 0
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        self.requests += 1
+        now = time.monotonic()
+        if self.started is None and self.requests > self.after:
+            self.started = now
+            self.ended = now + self.seconds
+        if self.ended is not None and now < self.ended:
+            self.refused += 1
+            return Reply(503, body={"error": "maintenance"})
+        if self.ended is not None and self.first_success_after is None:
+            self.first_success_after = now
+        return Reply(200)
+
+
+@pytest.mark.slow
+async def test_http_endpoint_503_for_30s_then_recovers_without_restart(
+    http_server: ScriptedHttpServer,
+) -> None:
+    rate = 1000.0
+    count = int(rate * (OUTAGE + 3))
+    outage = Outage(OUTAGE, after=5)
+    http_server.responder = outage
+    document = streaming(
+        "outage-http",
+        {
+            "source": {"type": "generator", "count": count, "rate": rate},
+            "sink": {
+                "type": "http",
+                "endpoint": http_server.url + "/orders",
+                "retry": {"maxAttempts": 3, "waitDuration": "50ms"},
+            },
+            "runtime": {"microBatchSize": 200, "maxBatchWait": "PT0.05S"},
+            "errorPolicy": {
+                "policy": "retry",
+                "maxRetries": 1_000_000,
+                "initialBackoff": "100ms",
+                "maxBackoff": "1s",
+                "then": "failFast",
+            },
+            "checkpoint": {"store": "memory", "interval": "PT0.5S"},
+        },
+    )
+    executor = await Pipeline.from_manifest(document).executor(store=MemoryCheckpointStore())
+    result = await executor.run()
+
+    assert outage.started is not None and outage.ended is not None, "the outage never began"
+    assert outage.refused > 0 and outage.first_success_after is not None
+    accepted = [d["orderId"] for d in http_server.documents("/orders")]
+    assert sorted(set(accepted)) == list(range(count)), "documents lost across the outage"
+    assert result.ended_by == "end-of-stream"
+    assert result.metrics["documentsOut"] >= count
+    assert result.metrics["retries"] > 0 and result.metrics["deadLettered"] == 0
+    recovery = outage.first_success_after - outage.ended
+    print(
+        f"http outage: {OUTAGE:.0f}s of 503 ({outage.refused} refused requests), first success "
+        f"{recovery:.3f}s after recovery, {len(accepted) - count} duplicates, "
+        f"{result.metrics['retries']} executor retries, all {count} documents delivered"
+    )
+
+
+@pytest.mark.slow
+async def test_kafka_broker_connection_cut_and_restored_without_restart() -> None:
+    store = f"outage-kafka-{os.getpid()}"
+    MemorySink.reset(store)
+    with proxied_broker() as peers:
+        topic = peers.broker.create_topic("outage", 4)
+        first = [{"id": n} for n in range(20_000)]
+        await produce(peers.bootstrap, topic, first)
+        document = streaming(
+            "outage-kafka",
+            {
+                "source": {
+                    "type": "kafka",
+                    "bootstrapServers": peers.bootstrap,
+                    "topic": topic,
+                    "groupId": "outage-group",
+                    "max.poll.records": 200,
+                    "max.partition.fetch.bytes": 4096,  # little prefetch: the cut lands mid-stream
+                    **FAST_GROUP,
+                },
+                "sink": {"type": "memory", "name": store},
+                "runtime": {"microBatchSize": 200, "maxBatchWait": "PT0.05S"},
+                "errorPolicy": {"policy": "retry", "maxRetries": 1_000_000, "maxBackoff": "1s"},
+                "checkpoint": {"store": "memory", "interval": "PT0.2S"},
+            },
+        )
+        executor = await Pipeline.from_manifest(document).executor(store=MemoryCheckpointStore())
+        run = asyncio.create_task(executor.run())
+        try:
+
+            def delivered() -> set[int]:
+                return {d["id"] for d in MemorySink.store(store)}
+
+            await wait_for(lambda: len(MemorySink.store(store)) > 0, 60, "the first delivery")
+            severed = peers.proxy.cut()
+            cut_at = time.monotonic()
+            during = len(MemorySink.store(store))
+            await asyncio.sleep(CUT)  # the outage itself: its length is the test's parameter
+            refused = peers.proxy.stats().refused
+            accepted_before = peers.proxy.stats().accepted
+            at_restore = len(MemorySink.store(store))
+            peers.proxy.restore()
+            restored_at = time.monotonic()
+            await wait_for(lambda: len(MemorySink.store(store)) > at_restore, 60, "a delivery after restore")
+            resumed = time.monotonic() - restored_at
+            second = [{"id": n} for n in range(20_000, 25_000)]
+            await produce(peers.bootstrap, topic, second)
+            produced_at = time.monotonic()
+            await wait_for(lambda: len(delivered()) == 25_000, 90, "every record after the restore")
+            caught_up = time.monotonic()
+            assert not run.done(), "the pipeline stopped during the outage"
+        finally:
+            executor.stop()
+            result = await run
+        reconnects = peers.proxy.stats().accepted - accepted_before
+    documents = MemorySink.store(store)
+    MemorySink.reset(store)
+    assert {d["id"] for d in documents} == set(range(25_000))
+    assert severed > 0, "the cut closed no connection: the consumer was not talking through the proxy"
+    assert reconnects > 0, "the consumer never reconnected"
+    print(
+        f"kafka cut: {severed} connections severed at {during} delivered ({at_restore} at restore), "
+        f"{refused} reconnects refused during {CUT:.0f}s (cut {restored_at - cut_at:.1f}s), "
+        f"{reconnects} reconnects after; first delivery {resumed:.2f}s after restore; all 25000 delivered "
+        f"{caught_up - produced_at:.2f}s after the post-restore produce ({caught_up - restored_at:.2f}s "
+        f"after restore); {len(documents) - 25_000} duplicates; ended by {result.ended_by}"
+    )
