@@ -10,14 +10,17 @@ conversion because it is already plain JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from pymongo import AsyncMongoClient
-from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.errors import ConfigurationError, ConnectionFailure, InvalidURI
 from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
@@ -33,6 +36,15 @@ CONNECTION_OPTION = ConnectorOption(
     description="MongoDB URI, e.g. mongodb://host:27017/?replicaSet=rs0 (kept secret: never logged)",
 )
 DATABASE_OPTION = ConnectorOption("database", OptionType.STRING, required=True, description="database name")
+RECONNECT_OPTION = ConnectorOption(
+    "reconnectTimeout",
+    OptionType.DURATION,
+    default="PT60S",
+    description="how long to keep retrying while the server is unreachable (restart, failover) before "
+    "the error reaches the error policy",
+)
+
+T = TypeVar("T")
 
 
 def option_path(config: ConnectorConfig, *parts: PathPart) -> tuple[PathPart, ...]:
@@ -152,3 +164,44 @@ def key_fields(config: ConnectorConfig, name: str = "keyField") -> tuple[str, ..
     if len(set(fields)) != len(fields):
         raise OptionError(f"option `{name}` names a field twice", path=option_path(config, name))
     return tuple(fields)
+
+
+async def retry_unreachable(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    budget: float,
+    logger: logging.Logger,
+    secret: Any,
+    on_retry: Callable[[], Awaitable[None]] | None = None,
+) -> T:
+    """``operation()``, retried with backoff while the server is unreachable, for up to ``budget`` seconds.
+
+    PyMongo retries a read or a change stream once, and retries no write on a
+    standalone server, so a server restart or a failover longer than one
+    server-selection round surfaces as ``AutoReconnect`` (or its subclasses
+    ``NetworkTimeout`` and ``ServerSelectionTimeoutError``, all
+    ``ConnectionFailure``). Those say nothing about the data, so the run waits
+    for the server instead of failing; ``on_retry`` drops state bound to the
+    lost connection (a cursor, a change stream) before the next attempt.
+    Other errors, and the last one once the budget is spent, propagate.
+    """
+    deadline = time.monotonic() + budget
+    delay = 0.05
+    while True:
+        try:
+            return await operation()
+        except ConnectionFailure as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning(
+                "%s: MongoDB unreachable (%s: %s); retrying in %.2fs",
+                what,
+                type(exc).__name__,
+                scrub(str(exc), secret),
+                delay,
+            )
+            if on_retry is not None:
+                await on_retry()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)

@@ -40,14 +40,16 @@ from pymongo.results import BulkWriteResult
 from fluxion_connect_mongo._common import (
     CONNECTION_OPTION,
     DATABASE_OPTION,
+    RECONNECT_OPTION,
     check_connection_string,
     key_fields,
     make_client,
     option_path,
     parse_write_concern,
+    retry_unreachable,
 )
 from fluxion_connect_mongo.catalog import discover
-from fluxion_connect_mongo.errors import DocumentWriteError, PartialWriteError
+from fluxion_connect_mongo.errors import DUPLICATE_KEY_CODES, DocumentWriteError, PartialWriteError
 from fluxion_flows.errors import OptionError
 from fluxion_flows.spi import (
     Batch,
@@ -110,6 +112,7 @@ class MongoSinkProvider(SinkProvider):
                 ConnectorOption(
                     "batchSize", OptionType.INT, default=1000, description="most operations per bulk"
                 ),
+                RECONNECT_OPTION,
             ]
         )
 
@@ -144,6 +147,7 @@ class MongoSink(StreamingSink):
         self._apply_deletes: bool = config["applyDeletes"]
         self._keep_meta: bool = config["keepMeta"]
         self._batch_size: int = config["batchSize"]
+        self._reconnect: float = config["reconnectTimeout"]
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._collection: AsyncCollection[dict[str, Any]] | None = None
         self._counters = {
@@ -188,16 +192,42 @@ class MongoSink(StreamingSink):
             raise PartialWriteError(failed, written)
 
     async def _bulk(self, segment: list[_Planned], failed: list[tuple[Document, DocumentWriteError]]) -> int:
-        """One unordered bulk write; per-document errors are collected, the rest of the segment is durable."""
-        assert self._collection is not None
-        self._counters["bulkWrites"] += 1
+        """One unordered bulk write; per-document errors are collected, the rest of the segment is durable.
+
+        While the server is unreachable the same bulk is sent again (see
+        ``retry_unreachable``); replaces, upserts and deletes by key rewrite the
+        same state, and an insert refused as a duplicate on such a retry is the
+        interrupted attempt's own insert, so it counts as written.
+        """
+        collection = self._collection
+        assert collection is not None
+        operations = [p.op for p in segment]
+        retried = False
+
+        async def attempt() -> BulkWriteResult:
+            self._counters["bulkWrites"] += 1
+            return await collection.bulk_write(operations, ordered=False)
+
+        async def again() -> None:
+            nonlocal retried
+            retried = True
+
         try:
-            result = await self._collection.bulk_write([p.op for p in segment], ordered=False)
+            result = await retry_unreachable(
+                attempt,
+                what=f"write to {self._config['database']}.{self._config['collection']}",
+                budget=self._reconnect,
+                logger=self._context.logger,
+                secret=self._config["connectionString"],
+                on_retry=again,
+            )
         except BulkWriteError as exc:
             details = exc.details
             if details.get("writeConcernErrors"):
                 raise  # durability unknown for the whole segment: let the policy retry it
             errors = details.get("writeErrors", [])
+            if retried:
+                errors = [e for e in errors if not _reinserted(e, segment)]
             for error in errors:
                 index = int(error.get("index", -1))
                 if 0 <= index < len(segment):
@@ -294,6 +324,16 @@ class MongoSink(StreamingSink):
         if isinstance(document_key, dict) and document_key:
             return dict(document_key)
         raise DocumentWriteError(f"the delete event has no key field {', '.join(self._keys)}")
+
+
+def _reinserted(error: Mapping[str, Any], segment: list[_Planned]) -> bool:
+    """A duplicate-key refusal of an insert that an interrupted attempt of the same bulk already made."""
+    index = int(error.get("index", -1))
+    return (
+        error.get("code") in DUPLICATE_KEY_CODES
+        and 0 <= index < len(segment)
+        and isinstance(segment[index].op, InsertOne)
+    )
 
 
 def _lookup(document: Document, path: str) -> Any:

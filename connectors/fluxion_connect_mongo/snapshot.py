@@ -20,6 +20,7 @@ silent gap.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import re
@@ -37,7 +38,7 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 
 from fluxion_flows.spi import Document
 
@@ -116,7 +117,7 @@ class SnapshotReader:
             except OperationFailure as exc:
                 if exc.code not in CURSOR_LOST_CODES:
                     raise
-                await self._drop_cursor()  # reopened after last_id on the next turn
+                await self.drop_cursor()  # reopened after last_id on the next turn
                 continue
             if not page:
                 await self._advance()
@@ -145,20 +146,22 @@ class SnapshotReader:
     async def _advance(self) -> None:
         """The open cursor is exhausted: go on with the next type bracket, or finish."""
         finished = self._bracket
-        await self._drop_cursor()
+        await self.drop_cursor()
         if finished is None or finished + 1 >= len(_BRACKETS):
             self.done = True
             return
         self._bracket = finished + 1
         self._cursor = self._find({"_id": _BRACKETS[self._bracket][1]})
 
-    async def _drop_cursor(self) -> None:
-        if self._cursor is not None:
-            await self._cursor.close()
-        self._cursor = None
+    async def drop_cursor(self) -> None:
+        """Forget the open cursor (even a lost one): the next page reopens a cursor after ``last_id``."""
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            with contextlib.suppress(PyMongoError):  # its connection is gone; the server drops it too
+                await cursor.close()
 
     async def close(self) -> None:
-        await self._drop_cursor()
+        await self.drop_cursor()
 
 
 class SnapshotOrderError(RuntimeError):

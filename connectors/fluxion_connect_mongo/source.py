@@ -32,10 +32,12 @@ from pymongo.errors import OperationFailure, PyMongoError
 from fluxion_connect_mongo._common import (
     CONNECTION_OPTION,
     DATABASE_OPTION,
+    RECONNECT_OPTION,
     check_connection_string,
     from_json,
     make_client,
     option_path,
+    retry_unreachable,
     to_json,
 )
 from fluxion_connect_mongo.catalog import discover
@@ -107,6 +109,7 @@ class MongoSourceProvider(SourceProvider):
                     default=False,
                     description="copy existing documents (resumably, by _id) before following changes",
                 ),
+                RECONNECT_OPTION,
             ]
         )
 
@@ -133,6 +136,7 @@ class SourceSettings:
         max_batch_size: int,
         max_await_time: float,
         initial_snapshot: bool,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         self.database = database
         self.collection = collection
@@ -142,6 +146,7 @@ class SourceSettings:
         self.max_batch_size = max_batch_size
         self.max_await_time = max_await_time
         self.initial_snapshot = initial_snapshot
+        self.reconnect_timeout = reconnect_timeout
 
     @property
     def namespace(self) -> str:
@@ -168,6 +173,7 @@ class SourceSettings:
             max_batch_size=config["maxBatchSize"],
             max_await_time=config["maxAwaitTime"],
             initial_snapshot=initial_snapshot,
+            reconnect_timeout=config["reconnectTimeout"],
         )
 
 
@@ -351,6 +357,8 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
         Events are returned raw; ``next_batch`` turns them into documents, so
         that work overlaps the next ``getMore`` the poll task has in flight.
         """
+        if self._stream is None:  # dropped with its connection: continue after the last event read
+            await self._open_stream(resume_after=self._last_token)
         stream = self._stream
         assert stream is not None
         if not stream.alive:
@@ -440,6 +448,28 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
     # -- poll ------------------------------------------------------------------------------------------------
 
     async def poll(self) -> SourceBatch | None:
+        return await retry_unreachable(
+            self._poll_once,
+            what=f"read {self.partition}",
+            budget=self._settings.reconnect_timeout,
+            logger=self._context.logger,
+            secret=self._config["connectionString"],
+            on_retry=self._drop_connection_state,
+        )
+
+    async def _drop_connection_state(self) -> None:
+        """After a lost connection: reopen the snapshot cursor after the last ``_id`` and the change stream
+        after the last event read (nothing read since then was handed on)."""
+        if self._snapshot is not None:
+            await self._snapshot.drop_cursor()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                await stream.close()
+            except PyMongoError as exc:
+                self._context.logger.debug("closing the change stream failed: %s", exc)
+
+    async def _poll_once(self) -> SourceBatch | None:
         if self._snapshot is not None:
             return await self._poll_snapshot(self._snapshot)
         changes = await self._read_events()

@@ -10,8 +10,8 @@ got (positions per partition, generation, last commit time). Stage state is
 kept there too, because it must be consistent with exactly those positions.
 
 ``FluxionConnection`` holds one entry of a connections file. Options that are
-secrets (passwords, connection strings, tokens) live in ``secrets`` as
-``SecretStr`` values, which Prefect stores encrypted-at-rest on Cloud and shows
+secrets (passwords, connection strings, tokens) live in ``secrets``, a
+``SecretDict`` whose every value Prefect stores encrypted-at-rest on Cloud and shows
 as ``********`` in the UI; they reach a connector as a
 :class:`~fluxion_flows.spi.secret.Secret`, which masks itself everywhere else.
 """
@@ -22,7 +22,8 @@ import datetime as dt
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from prefect.blocks.fields import SecretDict
+from pydantic import Field
 
 from fluxion_flows.checkpoint import Checkpoint
 from fluxion_flows.spi.secret import Secret
@@ -84,12 +85,14 @@ class FluxionConnection(Block):
     connector_id: str | None = Field(None, description="Template id validating this config (optional).")
     scope: str = Field("default::default", description="tenant::pipeline this connection is visible to.")
     config: dict[str, Any] = Field(default_factory=dict, description="Options that are not secret.")
-    secrets: dict[str, SecretStr] = Field(default_factory=dict, description="Secret options (masked).")
+    secrets: SecretDict = Field(
+        default_factory=lambda: SecretDict({}), description="Secret options (every value masked)."
+    )
 
     def to_entry(self) -> dict[str, Any]:
         """A connections-file entry; secret values become :class:`Secret` (masked, never logged)."""
         config: dict[str, Any] = {"type": self.type, **self.config}
-        config.update({key: Secret(value.get_secret_value()) for key, value in self.secrets.items()})
+        config.update({key: Secret(str(value)) for key, value in self.secrets.get_secret_value().items()})
         tenant, _, pipeline = self.scope.partition("::")
         entry: dict[str, Any] = {
             "connectionRef": self.connection_ref,

@@ -63,9 +63,19 @@ async def deploy_manifest(
     work_pool: str | None = None,
     overrides: dict[str, Any] | None = None,
     working_directory: str | Path | None = None,
+    concurrency_limit: int | None = None,
 ) -> tuple[UUID, ManifestFlow]:
-    """Validate the manifest, then create or update the deployment; returns its id."""
+    """Validate the manifest, then create or update the deployment; returns its id.
+
+    ``concurrency_limit`` caps parallel runs of a consumer-group source (scale-out: one run per
+    share of the partitions); a source that needs a single consumer is always limited to 1.
+    """
     built = build_flow(manifest, operation, connections=connections, mode=mode, overrides=overrides)
+    if built.exclusive and concurrency_limit not in (None, 1):
+        raise ValueError(
+            f"the source of {built.pipeline_id} needs a single consumer: its concurrency limit is 1"
+        )
+    limit = 1 if built.exclusive else concurrency_limit
     directory = os.path.abspath(working_directory or os.getcwd())  # noqa: ASYNC240 - once, no I/O
     async with get_client() as client:
         flow_id = await client.create_flow_from_name(run_manifest.name)
@@ -73,7 +83,7 @@ async def deploy_manifest(
             flow_id=flow_id,
             name=name,
             schedules=schedules(cron, interval),
-            concurrency_limit=1 if built.exclusive else None,
+            concurrency_limit=limit,
             parameters=built.parameters,
             description=f"Fluxion pipeline {built.pipeline_id} ({mode.value})",
             work_pool_name=work_pool,

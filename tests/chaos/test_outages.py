@@ -7,9 +7,15 @@
   session timeout, so the consumer also loses its group membership), then
   restored, through a loopback TCP proxy the broker advertises.
 
-Both run the executor in this process (one ``run()`` from start to end is
-what "without a restart" means) against real peers, and print the measured
-recovery times. (The MongoDB restart outage is added with the MongoDB pair.)
+- The MongoDB server (nx-27017, file-backed) is stopped and started again on
+  the same port and data directory while a MongoDB → MongoDB pipeline
+  (change stream with an initial snapshot → replace-by-``_id`` sink) copies
+  a collection; writes continue after the restart.
+
+All run the executor in this process (one ``run()`` from start to end is
+what "without a restart" means) against real peers, with the default error
+policy unless the outage needs a long retry budget (the HTTP one), and print
+the measured recovery times.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure
 
 from fluxion_flows.checkpoint import MemoryCheckpointStore
 from fluxion_flows.connectors.memory import MemorySink
@@ -27,6 +36,7 @@ from fluxion_flows.pipeline import Pipeline
 from tests.chaos.peers import proxied_broker
 from tests.chaos.targets import FAST_GROUP, produce
 from tests.support.http_server import RecordedRequest, Reply, ScriptedHttpServer
+from tests.support.mongo_server import running_mongo
 
 OUTAGE = float(os.environ.get("FLUXION_CHAOS_OUTAGE", "30"))
 CUT = float(os.environ.get("FLUXION_CHAOS_CUT", "5"))
@@ -185,4 +195,93 @@ async def test_kafka_broker_connection_cut_and_restored_without_restart() -> Non
         f"{reconnects} reconnects after; first delivery {resumed:.2f}s after restore; all 25000 delivered "
         f"{caught_up - produced_at:.2f}s after the post-restore produce ({caught_up - restored_at:.2f}s "
         f"after restore); {len(documents) - 25_000} duplicates; ended by {result.ended_by}"
+    )
+
+
+async def reconnected(client: AsyncMongoClient[dict[str, Any]], within: float = 30) -> None:
+    """Until a ping succeeds: the test's own pooled connections died with the server too (on a
+    standalone server PyMongo does not retry writes, and the first command on a dead pool fails)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await client.admin.command("ping")
+            return
+        except ConnectionFailure:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_mongodb_server_restart_mid_run_without_restart(tmp_path: Path) -> None:
+    """Source and sink both lose their server mid-stream; the run carries on by itself, nothing lost."""
+    with running_mongo(tmp_path / "data") as server:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.uri)
+        source, target = client.outage.source, client.outage.target
+        # The server records a collection's changes from its first watch on; never read (history pin).
+        pin = await source.watch()
+        await source.insert_many([{"_id": f"d{n:05d}", "phase": "before"} for n in range(3000)])
+        document = streaming(
+            "outage-mongo",
+            {
+                "source": {
+                    "type": "mongodb",
+                    "connectionString": server.uri,
+                    "database": "outage",
+                    "collection": "source",
+                    "initialSnapshot": True,
+                    "maxBatchSize": 100,
+                    "queueCapacity": 2,
+                    "maxAwaitTime": "PT0.1S",
+                },
+                "sink": {
+                    "type": "mongodb",
+                    "connectionString": server.uri,
+                    "database": "outage",
+                    "collection": "target",
+                    "mode": "replace",
+                },
+                "runtime": {"microBatchSize": 100, "maxBatchWait": "PT0.05S", "directHandoff": True},
+                "checkpoint": {"store": "memory", "interval": "PT0.2S"},
+            },
+        )
+        executor = await Pipeline.from_manifest(document).executor(store=MemoryCheckpointStore())
+        run = asyncio.create_task(executor.run())
+        try:
+            await wait_for(lambda: run.done() or executor.metrics.documents_out > 0, 60, "the first delivery")
+            at_stop = await target.count_documents({})
+            stopped_at = time.monotonic()
+            await asyncio.to_thread(server.restart)
+            restarted_at = time.monotonic()
+            at_restart = executor.metrics.documents_out
+            await reconnected(client)
+            await source.insert_many([{"_id": f"d{n:05d}", "phase": "after"} for n in range(3000, 5000)])
+            await wait_for(
+                lambda: run.done() or executor.metrics.documents_out > at_restart,
+                60,
+                "a delivery after restart",
+            )
+            assert not run.done(), "the pipeline stopped after the server restart"
+            resumed = time.monotonic() - restarted_at
+            deadline = time.monotonic() + 60
+            while await target.count_documents({}) < 5000:
+                assert not run.done(), "the pipeline stopped after the server restart"
+                assert time.monotonic() < deadline, "not every document arrived after the restart"
+                await asyncio.sleep(0.05)
+            caught_up = time.monotonic() - restarted_at
+            assert not run.done(), "the pipeline stopped after the server restart"
+        finally:
+            executor.stop()
+            result = await run
+            await pin.close()
+        expected = await source.find({}).sort("_id").to_list(None)
+        actual = await target.find({}).sort("_id").to_list(None)
+        await client.close()
+    assert actual == expected, "the target differs from the source after the restart"
+    assert len(actual) == 5000
+    print(
+        f"mongodb restart: server down {restarted_at - stopped_at:.2f}s at {at_stop} of 3000 copied; first "
+        f"delivery {resumed:.2f}s after the server was back, all 5000 in the target {caught_up:.2f}s after; "
+        f"{result.metrics['documentsOut'] - 5000} duplicates, {result.metrics['retries']} executor retries; "
+        f"ended by {result.ended_by}"
     )

@@ -10,20 +10,32 @@ scenarios (each fails somewhere, on purpose) are:
   (Tansu does not speak SASL: the source fails at start);
 - a run whose HTTP sink sends a bearer token to a server answering 401/400,
   dead-lettered to a file;
-- ``discover_streams`` catalogs of the Kafka source (reachable and not).
+- ``discover_streams`` catalogs of the Kafka source (reachable and not);
+- MongoDB with the password in the connection string: a source and a sink
+  on a server that refuses the login, a sink on a port nobody listens on,
+  a malformed URI carrying the password, and the catalogs;
+- Event Hubs with the key in the connection string (``SharedAccessKey=``):
+  a run that works, a source and a sink on a hub that does not exist, a
+  malformed connection string carrying the key, and the catalogs;
+- the Prefect flow (against the session's API): a manifest with the Event
+  Hubs key, the HTTP bearer token and the Mongo password runs as a flow
+  (Event Hubs → HTTP answering 401/400, dead-lettered to a MongoDB sink that
+  refuses the login: the run fails); then the flow run's artifacts, events,
+  logs and state are read back through the Prefect client.
 
 Every log record (caplog at DEBUG, including third-party loggers), exception
 message and traceback text, CLI output, catalog, pipeline description,
 metrics snapshot and the dead-letter file is collected into one
 :class:`Texts` and scanned: zero occurrences of any secret value.
-``SECRETS`` and ``SCENARIOS`` are where the MongoDB connection string, the
-Event Hubs key and the Prefect artifacts and events join (with their pairs).
+``SECRETS`` and ``SCENARIOS`` are the extension points for the next secret.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,17 +45,35 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from azure.eventhub import EventData
+from azure.eventhub.aio import EventHubProducerClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.events.filters import EventAnyResourceFilter, EventFilter
 from typer.testing import CliRunner
 
 from fluxion_flows.checkpoint import MemoryCheckpointStore
 from fluxion_flows.pipeline import Pipeline
+from fluxion_flows.prefect.flow import run_manifest
 from fluxion_flows.registry import default_registry
+from fluxion_flows.spi import RunMode
+from tests.support.eventhub_emulator import EventHubEmulator
 from tests.support.http_server import RecordedRequest, Reply, ScriptedHttpServer
-from tests.support.kafka_broker import TansuBroker
+from tests.support.kafka_broker import TansuBroker, free_port
+from tests.support.mongo_server import MongoServer
 
 SECRETS = {
     "CHAOS_HTTP_TOKEN": "tok-" + secrets.token_hex(12),
     "CHAOS_KAFKA_PASSWORD": "pw-" + secrets.token_hex(12),
+    "CHAOS_MONGO_PASSWORD": "mpw-" + secrets.token_hex(12),
+    "CHAOS_EVENTHUB_KEY": "key" + secrets.token_hex(16) + "=",
 }
 
 
@@ -109,6 +139,30 @@ def http_sink(url: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def mongo_uri(port: int) -> str:
+    """A connection string with the password in it, as users write them (resolved from the environment)."""
+    return (
+        f"mongodb://fluxion:${{CHAOS_MONGO_PASSWORD}}@127.0.0.1:{port}/"
+        "?directConnection=true&serverSelectionTimeoutMS=1500&connectTimeoutMS=1500"
+    )
+
+
+def eventhub_string(port: int, hub: str) -> str:
+    """The SDK's emulator-mode connection string with our secret key (the emulator accepts any key)."""
+    return (
+        f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=fluxion;"
+        f"SharedAccessKey=${{CHAOS_EVENTHUB_KEY}};UseDevelopmentEmulator=true;EntityPath={hub}"
+    )
+
+
+def mongo(port: int, kind: str, **extra: Any) -> dict[str, Any]:
+    block = {"type": "mongodb", "connectionString": mongo_uri(port), "database": "secrets", **extra}
+    if kind == "sink":
+        block.setdefault("collection", "target")
+    block.setdefault("reconnectTimeout", "PT1S")
+    return block
+
+
 @dataclass
 class World:
     texts: Texts
@@ -116,6 +170,9 @@ class World:
     bootstrap: str
     topic: str
     server: ScriptedHttpServer
+    mongo_port: int
+    emulator: EventHubEmulator
+    hub: str
 
 
 Scenario = Callable[[World], Awaitable[None]]
@@ -234,7 +291,175 @@ async def catalogs(world: World) -> None:
         world.texts.add(f"source config redacted {protocol}", pipeline.source_config.redacted())
 
 
-SCENARIOS: list[Scenario] = [broken_manifests, kafka_sasl_refused, http_rejects, catalogs]
+async def run_for_texts(
+    world: World, name: str, document: dict[str, Any], limit: float = 10, mode: RunMode = RunMode.CONTINUOUS
+) -> None:
+    """Load and run a manifest; its result, error and metrics go into the scanned texts."""
+    try:
+        pipeline = Pipeline.from_manifest(document)
+        world.texts.add(f"describe({name})", pipeline.describe())
+        executor = await pipeline.executor(store=MemoryCheckpointStore(), max_duration=limit, mode=mode)
+    except Exception as error:
+        world.texts.add_error(f"load({name})", error)
+        return
+    try:
+        result = await executor.run()
+        world.texts.add(f"{name} result", result.metrics)
+    except Exception as error:
+        world.texts.add_error(f"{name} run", error)
+    world.texts.add(f"{name} metrics", executor.metrics.snapshot())
+
+
+async def mongo_refused(world: World) -> None:
+    """The password travels in the URI: a refused login (source, sink), no server, a malformed URI."""
+    port, dead = world.mongo_port, free_port()
+    cases = {
+        "mongo source refused": execution(mongo(port, "source", collection="source"), {"type": "memory"}),
+        "mongo sink refused": execution({"type": "generator", "count": 5}, mongo(port, "sink")),
+        "mongo sink unreachable": execution({"type": "generator", "count": 5}, mongo(dead, "sink")),
+        "mongo malformed uri": execution(
+            {"type": "generator", "count": 5},
+            {**mongo(port, "sink"), "connectionString": mongo_uri(port) + "&replicaSet=&w=bogus&tls=perhaps"},
+        ),
+    }
+    for name, document in cases.items():
+        await run_for_texts(world, name, document, limit=8, mode=RunMode.DRAIN)
+    runner = CliRunner()
+    from fluxion_flows.cli.app import app
+
+    for type_id in ("mongodb", "eventhub"):
+        result = runner.invoke(app, ["connectors", "show", type_id])
+        world.texts.add(f"fluxion connectors show {type_id}", result.output)
+
+
+async def eventhub_runs(world: World) -> None:
+    """The key travels in the connection string: a working run and a malformed connection string.
+
+    (A missing hub costs the SDK's 15 s of retries before it fails; the Prefect scenario covers a
+    failing run with the key in it.)
+    """
+    port = world.emulator.port
+    source = {
+        "type": "eventhub",
+        "connectionString": eventhub_string(port, world.hub),
+        "loadBalancingInterval": "1s",
+    }
+    cases = {
+        "eventhub works": execution(source, {"type": "memory", "name": "secrets-eh"}),
+        "eventhub malformed string": execution(
+            {
+                **source,
+                "connectionString": "SharedAccessKey=${CHAOS_EVENTHUB_KEY};EntityPath=x;Endpoint=nope",
+            },
+            {"type": "memory"},
+        ),
+    }
+    await send_events(world)
+    for name, document in cases.items():
+        await run_for_texts(world, name, document, limit=5, mode=RunMode.DRAIN)
+
+
+async def connector_catalogs(world: World) -> None:
+    """Catalogs of the MongoDB (login refused) and Event Hubs connectors configured with their secrets."""
+    registry = default_registry()
+    sources = {
+        "mongodb refused": mongo(world.mongo_port, "source", collection="source"),
+        "eventhub": {"type": "eventhub", "connectionString": eventhub_string(world.emulator.port, world.hub)},
+    }
+    for name, block in sources.items():
+        try:
+            pipeline = Pipeline.from_manifest(execution(block, {"type": "memory"}))
+            config = pipeline.source_config
+            world.texts.add(f"source config redacted {name}", config.redacted())
+            world.texts.add(f"source config repr {name}", repr(config))
+            streams = await asyncio.wait_for(
+                registry.source_provider(block["type"]).discover_streams(config), 30
+            )
+            world.texts.add(
+                f"catalog {name}", [vars(s) if hasattr(s, "__dict__") else repr(s) for s in streams]
+            )
+        except Exception as error:
+            world.texts.add_error(f"catalog {name}", error)
+
+
+async def prefect_flow_run(world: World) -> None:
+    """Secrets through the Prefect flow; then everything Prefect kept about the run, read back."""
+    world.server.responder = lambda request: Reply(
+        401 if request.path.endswith("1") else 400, body={"error": "no"}
+    )
+    await send_events(world)
+    manifest = world.tmp / "prefect-secrets.yaml"
+    document = execution(
+        {
+            "type": "eventhub",
+            "connectionString": eventhub_string(world.emulator.port, world.hub),
+            "loadBalancingInterval": "1s",
+        },
+        http_sink(world.server.url + "/prefect"),
+        runtime={"microBatchSize": 5},
+        errorPolicy={"policy": "deadLetter", "sink": mongo(world.mongo_port, "sink", collection="dead")},
+    )
+    manifest.write_text(yaml.safe_dump({"schemaVersion": "1.0.0", **document}))
+    state = await run_manifest(str(manifest), mode="drain", return_state=True)
+    world.texts.add("prefect flow state", f"{state!r}: {state.message}")
+    if isinstance(state.data, BaseException):
+        world.texts.add_error("prefect flow state data", state.data)
+    assert state.is_failed(), f"the dead-letter sink refuses the login: the run must fail ({state})"
+    assert world.server.received("/prefect"), "the flow never reached the HTTP sink"
+    flow_run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+        world.texts.add("prefect flow run", flow_run.model_dump_json())
+        deadline = time.monotonic() + 30
+        while True:  # events reach the API asynchronously: wait for the run's last one
+            page = await client.read_events(
+                EventFilter(any_resource=EventAnyResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"])),
+                limit=50,
+            )
+            if any(e.event == "fluxion.pipeline.stopped" for e in page.events) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+        logs = await client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+        )
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert page.events and artifacts and logs, (
+        "Prefect kept nothing about the run: the scan would mean nothing"
+    )
+    for event in page.events:
+        world.texts.add(f"prefect event {event.event}", event.model_dump_json())
+    for artifact in artifacts:
+        world.texts.add(f"prefect artifact {artifact.key}", artifact.model_dump_json())
+    for log in logs:
+        world.texts.add(f"prefect log {log.name}", log.message)
+    for task_run in task_runs:
+        world.texts.add(f"prefect task run {task_run.name}", task_run.model_dump_json())
+
+
+async def send_events(world: World) -> None:
+    producer = EventHubProducerClient.from_connection_string(world.emulator.connection_string(world.hub))
+    async with producer:
+        batch = await producer.create_batch()
+        for n in range(20):
+            batch.add(EventData(orjson.dumps({"id": n})))
+        await producer.send_batch(batch)
+
+
+SCENARIOS: list[Scenario] = [
+    broken_manifests,
+    kafka_sasl_refused,
+    http_rejects,
+    catalogs,
+    mongo_refused,
+    eventhub_runs,
+    connector_catalogs,
+    prefect_flow_run,
+]
 
 
 def collect_logs(world: World, caplog: pytest.LogCaptureFixture) -> None:
@@ -249,6 +474,9 @@ def world(
     kafka_broker: TansuBroker,
     new_topic: Callable[..., str],
     http_server: ScriptedHttpServer,
+    mongo_server: MongoServer,
+    eventhub_emulator: EventHubEmulator,
+    new_hub: Callable[..., str],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -256,12 +484,23 @@ def world(
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     caplog.set_level(logging.DEBUG)
-    return World(Texts(), tmp_path, kafka_broker.bootstrap, new_topic(partitions=1), http_server)
+    return World(
+        Texts(),
+        tmp_path,
+        kafka_broker.bootstrap,
+        new_topic(partitions=1),
+        http_server,
+        mongo_server.port,
+        eventhub_emulator,
+        new_hub(partitions=2),
+    )
 
 
 async def test_secret_values_appear_nowhere(world: World, caplog: pytest.LogCaptureFixture) -> None:
     for scenario in SCENARIOS:
+        started = time.monotonic()
         await scenario(world)
+        print(f"secrets scenario {scenario.__name__}: {time.monotonic() - started:.1f}s")
     collect_logs(world, caplog)
     errors = sum(
         1

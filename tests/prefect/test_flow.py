@@ -249,3 +249,32 @@ async def test_a_failing_sink_recovers_through_task_retries(tmp_path: Path) -> N
     run_task = next(t for t in tasks if t.name.startswith("run-pipeline"))
     assert run_task.run_count == 3
     assert any("resuming from checkpoint" in log.message for log in logs)
+
+
+async def test_connection_blocks_supply_connection_refs_with_masked_secrets(tmp_path: Path) -> None:
+    from fluxion_flows.prefect.blocks import FluxionConnection, ensure_registered
+
+    await ensure_registered()
+    token = "blk-token-7f3a9"
+    with ScriptedHttpServer() as server:
+        await FluxionConnection(
+            connection_ref="hooks.orders",
+            type="http",
+            config={"endpoint": server.url + "/blocks"},
+            secrets={"bearerToken": token},
+        ).asave("hooks-orders-e2e", overwrite=True)
+        write_orders(tmp_path / "in.jsonl", 10)
+        path = file_manifest(tmp_path, "conn-block-e2e", sink={"connectionRef": "hooks.orders"})
+        state = await drain(path, connections=[{"block": "hooks-orders-e2e"}])
+        assert state.is_completed(), state
+        assert [d["n"] for d in server.documents("/blocks")] == list(range(1, 10, 2))
+        assert {r.header("authorization") for r in server.received("/blocks")} == {f"Bearer {token}"}
+    async with get_client() as client:
+        document = await client.read_block_document_by_name(
+            "hooks-orders-e2e", "fluxion-connection", include_secrets=False
+        )
+        logs = await client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    assert token not in str(document.data)  # SecretStr: masked when read back without secrets
+    assert all(token not in log.message for log in logs)
