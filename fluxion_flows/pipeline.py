@@ -140,9 +140,10 @@ class Pipeline:
     def create_source(
         self, checkpoint: Checkpoint, mode: RunMode = RunMode.CONTINUOUS, start_from: StartFrom | None = None
     ) -> StreamingSource:
-        return self._create_source(self.source_context(checkpoint, mode, start_from))
+        return self.create_source_for(self.source_context(checkpoint, mode, start_from))
 
-    def _create_source(self, context: SourceContext) -> StreamingSource:
+    def create_source_for(self, context: SourceContext) -> StreamingSource:
+        """The source for a context the caller keeps (to wire ``request_checkpoint`` to its executor)."""
         try:
             return self.registry.create_source(context, self.source_config)
         except FluxionError as exc:
@@ -225,7 +226,7 @@ class Pipeline:
         context = self.source_context(claimed, mode, start_from)
         executor = StreamingPipelineExecutor(
             self.pipeline_id,
-            self._create_source(context),
+            self.create_source_for(context),
             self.create_sink_chain(),
             self.stages,
             runtime=self.runtime_options(max_documents, max_duration),

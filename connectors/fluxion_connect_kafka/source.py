@@ -321,11 +321,17 @@ class KafkaSource(StreamingSource):
 
     # -- rebalance -------------------------------------------------------------------
 
+    def _checkpoint_request_timeout(self) -> float:
+        session_ms = self._settings.client.get("session_timeout_ms", 10_000)
+        return min(CHECKPOINT_REQUEST_TIMEOUT, float(session_ms) / 1000 / 3)
+
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         request: Callable[[], Awaitable[Any]] | None = getattr(self._context, "request_checkpoint", None)
         if request is not None and revoked and not self._stopped:
             try:
-                await asyncio.wait_for(request(), CHECKPOINT_REQUEST_TIMEOUT)
+                # bounded well inside the group's session timeout, or the rebalance would evict us
+                async with asyncio.timeout(self._checkpoint_request_timeout()):
+                    await request()
             except Exception as exc:  # the checkpoint is an optimisation here, not a correctness need
                 log.warning(
                     "checkpoint before rebalance failed (%s); the new owners re-read from the last commit",

@@ -61,7 +61,7 @@ from fluxion_flows.pipeline import ConfiguredSink, Pipeline
 from fluxion_flows.prefect.loading import build_pipeline
 from fluxion_flows.prefect.observability import PrefectObserver, Scrubber
 from fluxion_flows.prefect.parameters import RunParameters
-from fluxion_flows.spi import ConnectorConfig, NonRetryableError, StartFrom, StreamingSource
+from fluxion_flows.spi import ConnectorConfig, NonRetryableError, SourceContext, StartFrom, StreamingSource
 
 RETRIES = 3
 RETRY_BACKOFF = 2.0
@@ -101,6 +101,7 @@ class PreparedRun:
         self.start_from: StartFrom = params.startFrom.to_start_from()
         self.claimed: Checkpoint | None = None
         self.source: StreamingSource | None = None
+        self.source_context: SourceContext | None = None
         self.sinks: SinkNode | None = None
         self.error_policy: ErrorPolicy | None = None
         self.attempts = 0
@@ -212,7 +213,8 @@ async def _check_replay(run: PreparedRun) -> None:
 async def _claim_and_open_source(run: PreparedRun) -> None:
     provider = run.pipeline.registry.source_provider(run.pipeline.source_config.type)
     run.claimed = await run.store.claim(run.pipeline_id, shared=provider.shared_claims)
-    run.source = run.pipeline.create_source(run.claimed, run.params.mode, run.start_from)
+    run.source_context = run.pipeline.source_context(run.claimed, run.params.mode, run.start_from)
+    run.source = run.pipeline.create_source_for(run.source_context)
 
 
 async def _fresh_attempt(run: PreparedRun) -> None:
@@ -233,7 +235,7 @@ def _executor(run: PreparedRun) -> StreamingPipelineExecutor:
     listener: ExecutorListener = (
         observer if hooks is None or hooks.listener is None else _Both(observer, hooks.listener)
     )
-    return StreamingPipelineExecutor(
+    executor = StreamingPipelineExecutor(
         run.pipeline_id,
         run.source,
         run.sinks,
@@ -245,6 +247,9 @@ def _executor(run: PreparedRun) -> StreamingPipelineExecutor:
         claimed=run.claimed,
         listener=listener,
     )
+    if run.source_context is not None:  # e.g. Kafka checkpoints what was delivered before a rebalance
+        run.source_context.request_checkpoint = executor.checkpoint_now
+    return executor
 
 
 def _observer(run: PreparedRun) -> PrefectObserver:
