@@ -12,6 +12,7 @@ its URL explicitly.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -33,9 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from fluxion_flows.prefect.server import EmbeddedServer
 
-    server = EmbeddedServer()
-    server.start()
-    server.wait_ready()
+    # `make test` runs two pytest sessions at once (the soak beside the suite). Starting their
+    # servers one after the other keeps them from choosing the same free port: a server whose
+    # port is taken would otherwise answer its health check with the other session's server.
+    with open(Path(tempfile.gettempdir()) / "fluxion-test-prefect-api.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        server = EmbeddedServer()
+        server.start()
+        server.wait_ready()
     _session["server"] = server
     os.environ["PREFECT_API_URL"] = server.api_url
 

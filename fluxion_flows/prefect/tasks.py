@@ -350,8 +350,11 @@ async def _run_isolated(executor: StreamingPipelineExecutor, hooks: LocalHooks |
             return await asyncio.wrap_future(finished)
         except BaseException:
             # TerminationSignal (cancellation), CancelledError, KeyboardInterrupt: stop gracefully first.
+            # (When the executor itself failed, it is already shutting down: just wait for it.)
             if thread.is_alive():
-                stop()
+                executor_failed = finished.done() and not finished.cancelled()
+                if not executor_failed:
+                    stop()
                 thread.join()  # bounded by runtime.stopTimeout: the executor cancels itself after it
             raise
 
