@@ -32,7 +32,21 @@ def prefect_api() -> Iterator[str]:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=90):
+        _restart_prefect_workers()
         yield str(PREFECT_API_URL.value())
+
+
+def _restart_prefect_workers() -> None:
+    """Stop Prefect's process-wide event and log workers so they restart against the harness.
+
+    Tests that ran earlier in this process (e.g. the chaos suite's Prefect scenario) started them
+    against the session's other API; left running, they keep sending this harness's events there.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        worker.drain_all(timeout=10)
 
 
 @pytest.fixture
