@@ -6,16 +6,24 @@ Workloads (issue 3):
   customer with $sum/$avg/$push (state kept across micro-batches, like the executor runs it).
 
 Each engine is timed on 1M documents in micro-batches of 500, interleaving the
-engine, the hand-written function and mongomock (A B C A B C) so load drifts on a
-shared machine hit all three alike, and reporting medians. mongomock is far slower,
-so it is timed on a sample (2,000 documents) and scaled to documents per second.
-Its ``aggregate`` costs O(n) per result document (its cursor re-slices the whole
-result list on every ``next``), so its per-document rate falls as the collection
-grows (about 60k docs/s on 2,000 documents, 12k on 40,000 for the reference
-pipeline). To compare like with like it aggregates the sample in collections of
-one micro-batch (500 documents) each, the unit our engine processes: mongomock's
-best per-document rate, i.e. the strictest baseline. The last lines are one JSON
-object per workload.
+engine and the hand-written function (A B A B) so load drifts on a shared
+machine hit both alike, and reporting medians.
+
+mongomock is timed twice, because its rate depends on how many documents one
+``aggregate`` sees (measured: about 54k docs/s over 500 documents, 17k over
+20,000, 3.7k over 100,000 for the reference pipeline):
+
+* ``<workload>-mongomock`` (the issue's goal): ``aggregate`` over one collection
+  of the workload's documents. A million would take most of an hour, so it is
+  measured on 100,000 (20,000 with ``--quick``); since the rate only falls as
+  the collection grows, the ratio printed is a lower bound of the ratio on 1M.
+* ``<workload>-mongomock-per-batch`` (no goal, for honesty): ``aggregate`` over
+  collections of one micro-batch (500 documents), the unit our engine
+  processes, i.e. mongomock's best per-document rate. At that size even the
+  hand-written function is only about 60x (reference) and 20x (heavy) faster
+  than mongomock, so this line shows per-document cost, not the goal.
+
+The last lines are one JSON object per workload.
 Run: ``.venv/bin/python bench/stages.py`` (``--quick`` for a smoke run).
 """
 
@@ -161,7 +169,7 @@ def rate(factory: Callable[[], Callable[[list[Doc]], list[Doc]]], pool: list[Doc
     return done / (time.perf_counter() - started)
 
 
-def mongomock_rate(pipeline: list[Doc], sample: list[Doc], rounds: int) -> float:
+def mongomock_batch_rate(pipeline: list[Doc], sample: list[Doc], rounds: int) -> float:
     """Documents per second of ``aggregate`` over the sample, one micro-batch per collection."""
     database = mongomock.MongoClient().bench
     collections = []
@@ -178,6 +186,28 @@ def mongomock_rate(pipeline: list[Doc], sample: list[Doc], rounds: int) -> float
     return statistics.median(rates)
 
 
+def mongomock_collection_rate(pipeline: list[Doc], documents: list[Doc]) -> float:
+    """Documents per second of one ``aggregate`` over a collection holding all ``documents``."""
+    collection = mongomock.MongoClient().bench.orders
+    collection.insert_many([dict(d) for d in documents])
+    gc.collect()
+    started = time.perf_counter()
+    list(collection.aggregate(pipeline))
+    return len(documents) / (time.perf_counter() - started)
+
+
+def result(workload: str, rate: float, baseline: str, baseline_rate: float, goal: float | None) -> Doc:
+    ratio = rate / baseline_rate
+    return {
+        "workload": workload,
+        "rate": round(rate),
+        "baseline": baseline,
+        "baseline_rate": round(baseline_rate),
+        "ratio": round(ratio, 3 if ratio < 10 else 1),
+        "goal": goal,
+    }
+
+
 def interleaved(runs: list[Callable[[], float]], rounds: int) -> list[float]:
     """Median rate of each callable, measured in turns (A B C A B C ...) so load drifts hit all alike."""
     rates: list[list[float]] = [[] for _ in runs]
@@ -192,49 +222,34 @@ def main() -> None:
     total = 100_000 if quick else 1_000_000
     pool = make_orders(50_000 if quick else 200_000)
     sample = pool[:300] if quick else pool[:2000]
-    rounds = 3
+    collection = pool[: 20_000 if quick else 100_000]
     results = []
-    for name, pipeline, hand, goal, docs in (
-        ("stages-reference", REFERENCE, hand_reference, 0.5, total),
-        ("stages-heavy", HEAVY, hand_heavy, 0.5, total // 5),  # heavier per document: fewer of them
+    goals: tuple[float | None, float | None]
+    for name, pipeline, hand, docs, goals in (
+        ("stages-reference", REFERENCE, hand_reference, total, (0.5, 100)),
+        # Heavier per document: fewer of them. The issue sets its goals for the reference
+        # pipeline and asks for the heavy one "with the same three columns": no goal.
+        ("stages-heavy", HEAVY, hand_heavy, total // 5, (None, None)),
     ):
-        ours, baseline, mock = interleaved(
-            [
-                lambda p=pipeline, n=docs: rate(engine(p), pool, n),
-                lambda h=hand, n=docs: rate(h, pool, n),
-                lambda p=pipeline: mongomock_rate(p, sample, 1),
-            ],
-            rounds,
+        ours, baseline = interleaved(
+            [lambda p=pipeline, n=docs: rate(engine(p), pool, n), lambda h=hand, n=docs: rate(h, pool, n)], 3
         )
         print(
             f"{name}: engine {ours:,.0f} docs/s, hand-written {baseline:,.0f} docs/s, "
             f"ratio {ours / baseline:.2f}"
         )
-        results.append(
-            {
-                "workload": name,
-                "rate": round(ours),
-                "baseline": "hand-written",
-                "baseline_rate": round(baseline),
-                "ratio": round(ours / baseline, 3),
-                "goal": goal,
-            }
-        )
+        whole = mongomock_collection_rate(pipeline, collection)
+        per_batch = mongomock_batch_rate(pipeline, sample, 3)
         print(
-            f"{name}: mongomock {mock:,.0f} docs/s "
-            f"(on {len(sample)} documents, {min(BATCH, len(sample))} per aggregate), "
-            f"engine/mongomock {ours / mock:.0f}x"
+            f"{name}: mongomock {whole:,.0f} docs/s over {len(collection):,} documents "
+            f"(engine/mongomock {ours / whole:.0f}x), {per_batch:,.0f} docs/s over {BATCH} "
+            f"(engine {ours / per_batch:.0f}x, hand-written {baseline / per_batch:.0f}x)"
         )
-        results.append(
-            {
-                "workload": f"{name}-mongomock",
-                "rate": round(ours),
-                "baseline": "mongomock",
-                "baseline_rate": round(mock),
-                "ratio": round(ours / mock, 1),
-                "goal": 100,
-            }
-        )
+        results += [
+            result(name, ours, "hand-written", baseline, goals[0]),
+            result(f"{name}-mongomock", ours, f"mongomock ({len(collection)} docs)", whole, goals[1]),
+            result(f"{name}-mongomock-per-batch", ours, f"mongomock ({BATCH} docs)", per_batch, None),
+        ]
     for line in results:
         print(json.dumps(line))
 

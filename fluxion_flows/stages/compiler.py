@@ -18,7 +18,7 @@ from fluxion_flows.errors import PathPart, StageError, format_path
 from fluxion_flows.stages import batch, group, sampling, subpipeline, transform, windows
 from fluxion_flows.stages.base import Stage
 from fluxion_flows.stages.expressions import Ctx
-from fluxion_flows.stages.runtime import BatchFn, CompiledStage
+from fluxion_flows.stages.runtime import BatchFn, CompiledStage, FusedStage
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,47 @@ def compile_stages(specs: Any, ctx: Ctx, options: Options) -> list[Stage]:
     """Compile a list of stage specs whose manifest path is ``ctx.path``."""
     if not isinstance(specs, list):
         raise ctx.error("stages must be a list of {$stage: argument} objects")
-    return [compile_stage(spec, ctx.at(i), options) for i, spec in enumerate(specs)]
+    stages = [compile_stage(spec, ctx.at(i), options) for i, spec in enumerate(specs)]
+    return _fuse(specs, stages, ctx)
+
+
+FUSABLE = {("$set", "$project"), ("$addFields", "$project")}
+
+
+def _fuse(specs: list[Any], stages: list[Stage], ctx: Ctx) -> list[Stage]:
+    """Run ``$set`` + ``$project`` pairs as one stage (operator chaining, as stream engines do).
+
+    Each stage was compiled (and validated) on its own first, so errors are
+    unchanged; the pair then runs as one loop without copying every document
+    (:func:`transform.set_then_project`). The fused stage keeps the first
+    stage's path and is named ``$set+$project`` in metrics.
+    """
+    fused: list[Stage] = []
+    i = 0
+    while i < len(stages):
+        pair = _fuse_pair(specs, stages, ctx, i) if i + 1 < len(stages) else None
+        fused.append(pair or stages[i])
+        i += 2 if pair else 1
+    return fused
+
+
+def _fuse_pair(specs: list[Any], stages: list[Stage], ctx: Ctx, i: int) -> Stage | None:
+    (first_name, first_spec), (second_name, second_spec) = (next(iter(specs[j].items())) for j in (i, i + 1))
+    first, second = stages[i], stages[i + 1]
+    if (first_name, second_name) not in FUSABLE:
+        return None
+    if not isinstance(first, CompiledStage) or not isinstance(second, CompiledStage):
+        return None
+    run = transform.set_then_project(
+        first_spec,
+        ctx.at(i, first_name),
+        second_spec,
+        ctx.at(i + 1, second_name),
+        [first.batch_fn, second.batch_fn],
+    )
+    if run is None:
+        return None
+    return FusedStage([first, second], run)
 
 
 def compile_pipeline(

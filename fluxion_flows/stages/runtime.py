@@ -38,12 +38,29 @@ class CompiledStage(Stage):
         self._run = run
         self._globals = globals_
 
+    @property
+    def batch_fn(self) -> BatchFn:
+        """The compiled ``(docs, variables) -> docs`` function, for fusing with a neighbour."""
+        return self._run
+
+    @property
+    def globals(self) -> Mapping[str, Any]:
+        return self._globals
+
     def __call__(self, documents: list[Document]) -> list[Document]:
         return guard(self, self._run, documents, batch_variables(self._globals))
 
     def apply(self, documents: list[Document], variables: Variables) -> list[Document]:
         """Run inside an enclosing pipeline (``$facet``, ``$subPipeline``) sharing its variables."""
         return guard(self, self._run, documents, variables)
+
+
+class FusedStage(CompiledStage):
+    """Neighbouring stages run as one batch function; ``parts`` are the stages it replaces."""
+
+    def __init__(self, parts: list[CompiledStage], run: BatchFn) -> None:
+        super().__init__("+".join(part.name for part in parts), parts[0].path, run, parts[0].globals)
+        self.parts = parts
 
 
 def guard(stage: Stage, run: BatchFn, documents: list[Document], variables: Variables) -> list[Document]:

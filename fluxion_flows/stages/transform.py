@@ -160,6 +160,63 @@ def _generate_include(tree: Tree) -> BatchFn | None:
     return _loop(g, [*prelude, *per_doc])
 
 
+def set_then_project(
+    set_spec: Any, set_ctx: Ctx, project_spec: Any, project_ctx: Ctx, unfused: list[BatchFn]
+) -> BatchFn | None:
+    """``$set`` directly followed by a plain inclusion ``$project``, as one loop without the copy.
+
+    Why: computing fields and then keeping a few of them is the most common
+    shape of a pipeline's tail, and the ``$set`` copy of every document is most
+    of its cost. Here the computed values stay in locals and the output is one
+    dict display of those locals and the input's included fields. Every other
+    case (a document that is not exactly a dict, an included field that is
+    missing or computed as missing) runs the two compiled stages (``unfused``)
+    on that document, so the results and errors are theirs. None when the
+    shapes are not these (dotted ``$set`` keys, ``$project`` sub-trees or
+    computed fields, exclusion mode).
+    """
+    inclusion, tree = parse_projection(project_spec, project_ctx)
+    dotted = any("." in key for key in set_spec)
+    if not inclusion or tree.children or tree.computed or dotted or not tree.include:
+        return None
+    g = Gen()
+    g.hoist = True
+    computed: dict[str, tuple[str, bool]] = {}
+    per_doc: list[str] = []
+    for key, value in set_spec.items():
+        code = expr_code(value, set_ctx.at(key), g)
+        temp = g.temp()
+        per_doc.append(f"{temp} = {code.text}")  # every field is evaluated: its errors must surface
+        computed[key] = (temp, code.missing)
+    first, second = unfused
+    keys = list(computed)
+
+    def slow(doc: Document, v: Variables) -> Document:
+        return second(first([doc], v), v)[0]
+
+    def finish(doc: Document, values: tuple[Any, ...], v: Variables) -> Document:
+        """The ``$set`` result from the values already computed (never twice: ``$function``), projected."""
+        new = doc.copy()
+        for key, value in zip(keys, values, strict=True):
+            if value is MISSING:
+                new.pop(key, None)
+            else:
+                new[key] = value
+        return second([new], v)[0]
+
+    finished = f"{g.bind(finish)}(d, ({', '.join(temp for temp, _ in computed.values())},), v)"
+    values = {name: computed[name][0] if name in computed else f"d[{g.bind(name)}]" for name in tree.include}
+    display = "{" + ", ".join(f"{g.bind(name)}: {value}" for name, value in values.items()) + "}"
+    maybe_missing = [computed[n][0] for n in tree.include if n in computed and computed[n][1]]
+    present = [f"{temp} is not {g.missing}" for temp in maybe_missing]
+    build = ["try:", f"    n = {display}", f"except {g.bind(KeyError)}:", f"    n = {finished}"]
+    if present:
+        build = [f"if {' and '.join(present)}:", *(f"    {line}" for line in build), "else:"]
+        build.append(f"    n = {finished}")
+    prelude = [f"if d.__class__ is not {g.bind(dict)}:", f"    ap({g.bind(slow)}(d, v))", "    continue"]
+    return _loop(g, [*prelude, *g.take_setup(), *per_doc, *build])
+
+
 def _included(names: list[str]) -> Any:
     def pick(doc: Document) -> Document:
         return {name: doc[name] for name in names if name in doc}
