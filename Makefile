@@ -41,8 +41,11 @@ lint: venv-test
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(TYPED_PATHS)
 
+# Every bench/ script (each starts its own broker/servers) into bench/REPORT.md; exit 1 if one failed.
+# Smoke run with reduced sizes: make bench BENCH_ARGS=--quick
+BENCH_ARGS ?=
 bench: venv-test
-	$(PY) bench/report.py
+	$(PY) bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf out .fluxion

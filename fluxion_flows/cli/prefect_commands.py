@@ -24,6 +24,18 @@ IntervalOpt = Annotated[float | None, typer.Option("--interval", help="Schedule 
 ConnectionsOpt = Annotated[
     str | None, typer.Option("--connections", "-c", help="Connections file (path or URL).")
 ]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        help=(
+            "Max parallel flow runs of the deployment (at least 1; default: no limit for a "
+            "consumer-group source such as Kafka or Event Hubs, 1 for every other source). "
+            "More runs than partitions sit idle."
+        ),
+        show_default=False,
+    ),
+]
 
 
 def register(app: typer.Typer, out: Any, fail: Any) -> None:
@@ -44,25 +56,31 @@ def register(app: typer.Typer, out: Any, fail: Any) -> None:
             str | None, typer.Option("--work-pool", "-p", help="Work pool to run in.")
         ] = None,
         assignments: Annotated[list[str] | None, typer.Option("--set", help="Override: path=value.")] = None,
+        concurrency: ConcurrencyOpt = None,
     ) -> None:
         """Create or update a Prefect deployment running MANIFEST (parameters editable in the UI)."""
         from fluxion_flows.errors import FluxionError
-        from fluxion_flows.prefect.deploy import deploy_manifest
+        from fluxion_flows.prefect.deploy import check_concurrency_limit, deploy_manifest
 
+        try:
+            check_concurrency_limit(concurrency, "--concurrency")
+        except ValueError as exc:
+            fail(str(exc))  # before Prefect is contacted: a usage error costs nothing
         overrides = dict(parse_override(a) for a in assignments or [])
         try:
             deployment_id, built = asyncio.run(
                 deploy_manifest(
                     manifest, name=name, operation=operation, connections=connections, mode=mode,
                     cron=cron, interval=interval, work_pool=work_pool, overrides=overrides,
+                    concurrency_limit=concurrency,
                 )
             )  # fmt: skip
         except FluxionError as exc:
             fail(exc)
         except ValueError as exc:
             fail(str(exc))
-        limit = "1 (single consumer)" if built.exclusive else "none (consumer group)"
         out.print(f"deployment [bold]fluxion-pipeline/{name}[/] ({deployment_id}) for {built.pipeline_id}")
+        limit = _limit_text(built.exclusive, concurrency)
         out.print(f"  mode {mode.value}, concurrency limit {limit}, work pool {work_pool or '(none)'}")
         out.print(f"  run it: prefect deployment run 'fluxion-pipeline/{name}'", markup=False)
 
@@ -112,6 +130,15 @@ def register(app: typer.Typer, out: Any, fail: Any) -> None:
         out.print(
             f"automation [bold]{created.name}[/] ({created.id}): fires after {within:.0f} s without heartbeat"
         )
+
+
+def _limit_text(exclusive: bool, concurrency: int | None) -> str:
+    """The limit the deployment got, and why (a single-consumer source is always limited to 1)."""
+    if exclusive:
+        return "1 (single consumer)"
+    if concurrency is None:
+        return "none (consumer group)"
+    return f"{concurrency} (consumer group)"
 
 
 __all__ = ["register"]

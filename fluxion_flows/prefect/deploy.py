@@ -51,6 +51,12 @@ def schedules(cron: str | None, interval: float | None) -> list[DeploymentSchedu
     return []
 
 
+def check_concurrency_limit(limit: int | None, name: str = "concurrency_limit") -> None:
+    """Reject a limit below 1: Prefect would store 0 and no run could ever start."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"{name} must be at least 1 (found {limit}); leave it out for no limit")
+
+
 async def deploy_manifest(
     manifest: str | Path,
     *,
@@ -70,6 +76,7 @@ async def deploy_manifest(
     ``concurrency_limit`` caps parallel runs of a consumer-group source (scale-out: one run per
     share of the partitions); a source that needs a single consumer is always limited to 1.
     """
+    check_concurrency_limit(concurrency_limit)
     built = build_flow(manifest, operation, connections=connections, mode=mode, overrides=overrides)
     if built.exclusive and concurrency_limit not in (None, 1):
         raise ValueError(
@@ -125,4 +132,4 @@ def serve_manifests(
     serve(*deployments, limit=limit)
 
 
-__all__ = ["ENTRYPOINT", "deploy_manifest", "schedules", "serve_manifests"]
+__all__ = ["ENTRYPOINT", "check_concurrency_limit", "deploy_manifest", "schedules", "serve_manifests"]
