@@ -17,32 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from fluxion_flows.errors import OptionError
+from fluxion_flows.spi import to_bool, to_int
 
 PASS_THROUGH = re.compile(r"[a-z][a-z0-9]*(?:\.[a-z0-9]+)+")
 """What looks like a Java client property; anything else unknown is an unknown option."""
 
 
 def _int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, found a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"expected an integer, found {value!r}")
+    return to_int(value)
 
 
 def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"expected true or false, found {value!r}")
+    return to_bool(value)
 
 
 def _str(name: str, value: Any) -> str:

@@ -8,7 +8,14 @@ with its type id as the entry-point name.
 """
 
 from fluxion_flows.spi.batch import Document, Positions, RecordFailure, SourceBatch
-from fluxion_flows.spi.options import ConnectorOption, OptionSchema, OptionType, parse_duration
+from fluxion_flows.spi.options import (
+    ConnectorOption,
+    OptionSchema,
+    OptionType,
+    parse_duration,
+    to_bool,
+    to_int,
+)
 from fluxion_flows.spi.provider import (
     ConnectorConfig,
     ConnectorDescriptor,
@@ -60,4 +67,6 @@ __all__ = [
     "SyncMode",
     "parse_duration",
     "reveal",
+    "to_bool",
+    "to_int",
 ]

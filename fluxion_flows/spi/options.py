@@ -114,7 +114,8 @@ def _string(option: ConnectorOption, value: Any) -> Any:
     raise ValueError(f"expected a string, found {type_name(value)}")
 
 
-def _int(option: ConnectorOption, value: Any) -> int:
+def to_int(value: Any) -> int:
+    """An integer from YAML/JSON/env text: ints, integral floats and numeric strings; no booleans."""
     if isinstance(value, bool):
         raise ValueError("expected an integer, found a boolean")
     if isinstance(value, int):
@@ -127,6 +128,10 @@ def _int(option: ConnectorOption, value: Any) -> int:
         except ValueError:
             pass
     raise ValueError(f"expected an integer, found {type_name(value)} {value!r}")
+
+
+def _int(option: ConnectorOption, value: Any) -> int:
+    return to_int(value)
 
 
 def _float(option: ConnectorOption, value: Any) -> float:
@@ -146,12 +151,17 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-def _bool(option: ConnectorOption, value: Any) -> bool:
+def to_bool(value: Any) -> bool:
+    """A boolean from YAML/JSON/env text: true/false, yes/no, on/off, 1/0 (strings)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"expected true or false, found {type_name(value)} {value!r}")
+
+
+def _bool(option: ConnectorOption, value: Any) -> bool:
+    return to_bool(value)
 
 
 def _duration(option: ConnectorOption, value: Any) -> float:

@@ -56,7 +56,7 @@ def checkpoint_offset(tmp: Path, source: Path) -> int:
     return int(orjson.loads(file.read_bytes())["positions"].get(str(source), 0))
 
 
-def wait_until(condition: object, timeout: float = 60.0) -> None:
+def wait_until(condition: object, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
