@@ -244,7 +244,7 @@ class Pipeline:
         return {
             "pipelineId": self.pipeline_id,
             "source": self.source_config.redacted(),
-            "stages": [part.name for s in self.stages for part in getattr(s, "parts", [s])],
+            "stages": [part.name for s in self.stages for part in s.parts],
             "sinks": [c.config.redacted() for c in _walk(self.sink) if c.config is not None],
             "deadLetter": self.dead_letter.config.redacted()
             if self.dead_letter and self.dead_letter.config

@@ -40,7 +40,7 @@ from fluxion_flows.executor.sink_chain import SinkChainDelivery, SinkNode, stage
 from fluxion_flows.spi.batch import Document, Positions, RecordFailure, SourceBatch
 from fluxion_flows.spi.sink import Batch, StreamingSink
 from fluxion_flows.spi.source import StreamingSource
-from fluxion_flows.stages.base import Stage, as_stage
+from fluxion_flows.stages.base import Stage, as_stage, manifest_indexed
 
 log = logging.getLogger("fluxion_flows.executor")
 
@@ -391,13 +391,13 @@ class StreamingPipelineExecutor:
         await _notify(self.listener.on_checkpoint(summary))
 
     def _snapshot(self, stages: Sequence[Stage], scope: str) -> dict[str, Any]:
-        return {f"{scope}[{i}]": s.snapshot() for i, s in enumerate(stages) if s.stateful}
+        return {f"{scope}[{i}]": s.snapshot() for i, s in manifest_indexed(stages) if s.stateful}
 
     def _snapshot_chain(self) -> dict[str, Any]:
         return {path: s.snapshot() for path, s in self.chain.all_stages() if s.stateful}
 
     def _restore_state(self, state: dict[str, Any]) -> None:
-        named = {f"process[{i}]": s for i, s in enumerate(self.stages)}
+        named = {f"process[{i}]": s for i, s in manifest_indexed(self.stages)}
         named.update(dict(self.chain.all_stages()))
         for key, value in state.items():
             stage = named.get(key)

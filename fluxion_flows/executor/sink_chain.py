@@ -26,7 +26,7 @@ from fluxion_flows.executor.policy import (
 )
 from fluxion_flows.spi.batch import Document
 from fluxion_flows.spi.sink import Batch, StreamingSink
-from fluxion_flows.stages.base import Stage
+from fluxion_flows.stages.base import Stage, manifest_indexed
 
 
 @dataclass
@@ -56,7 +56,11 @@ class SinkNode:
         return [node.sink for node in self.walk() if node.sink is not None]
 
     def all_stages(self) -> list[tuple[str, Stage]]:
-        return [(f"{node.path}.stages[{i}]", s) for node in self.walk() for i, s in enumerate(node.stages)]
+        return [
+            (f"{node.path}.stages[{i}]", stage)
+            for node in self.walk()
+            for i, stage in manifest_indexed(node.stages)
+        ]
 
 
 def run_stages(

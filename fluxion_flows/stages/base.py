@@ -9,7 +9,7 @@ consistent with, and restores it before the first batch of the next run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fluxion_flows.spi.batch import Document
@@ -38,6 +38,11 @@ class Stage:
         """Number of keys or entries held, reported as the ``state.size`` metric."""
         return 0
 
+    @property
+    def parts(self) -> list[Stage]:
+        """The manifest's stages this one runs: itself, or several when neighbours are fused."""
+        return [self]
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
 
@@ -51,6 +56,19 @@ class FunctionStage(Stage):
 
     def __call__(self, documents: list[Document]) -> list[Document]:
         return self._function(documents)
+
+
+def manifest_indexed(stages: Sequence[Stage]) -> list[tuple[int, Stage]]:
+    """Each stage with its index in the manifest's list (fused stages take several indices).
+
+    Checkpointed state is keyed by these indices, so they must not depend on
+    how the compiler chained stateless neighbours.
+    """
+    indexed, index = [], 0
+    for stage in stages:
+        indexed.append((index, stage))
+        index += len(stage.parts)
+    return indexed
 
 
 def as_stage(candidate: Stage | Callable[[list[Document]], list[Document]]) -> Stage:

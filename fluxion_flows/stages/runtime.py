@@ -60,7 +60,11 @@ class FusedStage(CompiledStage):
 
     def __init__(self, parts: list[CompiledStage], run: BatchFn) -> None:
         super().__init__("+".join(part.name for part in parts), parts[0].path, run, parts[0].globals)
-        self.parts = parts
+        self._parts: list[Stage] = list(parts)
+
+    @property
+    def parts(self) -> list[Stage]:
+        return self._parts
 
 
 def guard(stage: Stage, run: BatchFn, documents: list[Document], variables: Variables) -> list[Document]:

@@ -20,6 +20,7 @@ from fluxion_flows.executor import (
     StreamingPipelineExecutor,
 )
 from fluxion_flows.spi import Document, NonRetryableError
+from fluxion_flows.stages import compile_pipeline
 from fluxion_flows.stages.base import FunctionStage, Stage
 from tests.support.scripted import ListSource, RecordingSink
 
@@ -382,6 +383,28 @@ async def test_stage_state_resumes_exactly_across_restart() -> None:
     assert committed < 4000
     await executor(ListSource(4000, batch=10, start=committed), RecordingSink(), [second], store=store).run()
     assert second.counts == {"even": 2000, "odd": 2000}
+
+
+async def test_stage_state_is_keyed_by_manifest_index_when_stages_are_fused() -> None:
+    """``$set`` + ``$project`` run as one stage; the ``$group`` after them is still ``process[2]``."""
+    stages = compile_pipeline(
+        [
+            {"$set": {"parity": {"$mod": ["$n", 2]}}},
+            {"$project": {"_id": 0, "parity": 1}},
+            {"$group": {"_id": "$parity", "count": {"$sum": 1}}},
+        ]
+    )
+    assert [s.name for s in stages] == ["$set+$project", "$group"]
+    store = MemoryCheckpointStore()
+    await executor(ListSource(100, batch=10), RecordingSink(), stages, store=store).run()
+    saved = await store.load("test.pipeline")
+    assert saved is not None and list(saved.stage_state) == ["process[2]"]
+    restored = compile_pipeline([{"$group": {"_id": "$parity", "count": {"$sum": 1}}}])
+    fresh = compile_pipeline([{"$set": {"parity": 1}}, {"$project": {"_id": 0, "parity": 1}}]) + restored
+    sink = RecordingSink()
+    await executor(ListSource(120, batch=10, start=100), sink, fresh, store=store).run()
+    assert restored[0].state_size() == 2  # both parities came back from the checkpoint
+    assert sink.documents[-1] == {"_id": 1, "count": 70}  # 50 odd numbers before, 20 more now
 
 
 async def test_a_newer_run_fences_the_older_one() -> None:
