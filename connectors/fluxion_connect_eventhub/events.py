@@ -48,6 +48,26 @@ def _enqueued(millis: Any) -> str | None:
     return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
+class _EnqueuedTimes:
+    """``_enqueued`` remembering its last answer: events sent together share their enqueued time.
+
+    Formatting a time is about a third of the cost of converting a small
+    event, and a received batch mostly holds runs of one enqueued time.
+    """
+
+    __slots__ = ("_millis", "_text")
+
+    def __init__(self) -> None:
+        self._millis: Any = None
+        self._text: str | None = None
+
+    def text(self, millis: Any) -> str | None:
+        if millis != self._millis or type(millis) is not type(self._millis):
+            self._text = _enqueued(millis)
+            self._millis = millis
+        return self._text
+
+
 def _excerpt(data: bytes, limit: int = 512) -> str:
     return data[:limit].decode("utf-8", "replace")
 
@@ -55,16 +75,18 @@ def _excerpt(data: bytes, limit: int = 512) -> str:
 class EventReader:
     """Converts the events of one hub into documents (or failures) with their positions."""
 
-    __slots__ = ("_group", "_hub")
+    __slots__ = ("_enqueued", "_group", "_hub")
 
     def __init__(self, hub: str, consumer_group: str) -> None:
         self._hub = hub
         self._group = consumer_group
+        self._enqueued = _EnqueuedTimes()
 
     def read(self, partition_id: str, events: Iterable[EventData]) -> list[Record]:
         loads = orjson.loads
         json_error = orjson.JSONDecodeError
         data_body = AmqpMessageBodyType.DATA
+        enqueued = self._enqueued.text
         records: list[Record] = []
         for event in events:
             message = event.raw_amqp_message
@@ -95,7 +117,7 @@ class EventReader:
                 "partitionId": partition_id,
                 "offset": offset,
                 "sequenceNumber": sequence,
-                "enqueuedTime": _enqueued(annotations.get(_ENQUEUED)),
+                "enqueuedTime": enqueued(annotations.get(_ENQUEUED)),
                 "partitionKey": key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
                 "properties": _text(properties) if properties else {},
             }

@@ -99,6 +99,29 @@ def _properties(value: Any) -> dict[str | bytes, Any] | None:
     }
 
 
+async def _connect(producer: EventHubProducerClient) -> Exception | None:
+    """Open the producer's connection and send link ahead of the first write; return the failure.
+
+    Opening takes the SDK about half a second (connection, claims-based
+    authorisation, link attach, each step polled every 50 ms); started from
+    ``open()`` it overlaps the source's own start-up instead of delaying the
+    first delivery.
+    """
+    try:
+        await producer.create_batch()
+    except Exception as exc:
+        log.debug("eventhub sink: connecting ahead of the first write failed: %s", exc)
+        return exc
+    return None
+
+
+def _without_meta(document: Document) -> Document:
+    """A shallow copy without ``_meta`` (copy-then-delete is about 3x cheaper than filtering)."""
+    body = document.copy()
+    del body["_meta"]
+    return body
+
+
 class EventHubSink(StreamingSink):
     def __init__(self, context: SinkContext, settings: SinkSettings) -> None:
         self._context = context
@@ -107,6 +130,7 @@ class EventHubSink(StreamingSink):
         self._key = field_getter(settings.partition_key_field) if settings.partition_key_field else None
         self._props = field_getter(settings.properties_field) if settings.properties_field else None
         self._limit = asyncio.Semaphore(_MAX_CONCURRENT_SENDS)
+        self._connecting: asyncio.Task[Exception | None] | None = None
         self._sent_events = 0
         self._sent_batches = 0
         self._too_large = 0
@@ -115,6 +139,7 @@ class EventHubSink(StreamingSink):
         self._producer = EventHubProducerClient.from_connection_string(
             self._settings.address.connection_string.reveal(), eventhub_name=self._settings.address.hub
         )
+        self._connecting = asyncio.create_task(_connect(self._producer), name="eventhub.sink.connect")
 
     async def write(self, batch: Batch) -> None:
         if not batch:
@@ -122,6 +147,7 @@ class EventHubSink(StreamingSink):
         producer = self._producer
         if producer is None:
             raise RuntimeError("the eventhub sink was not opened")
+        await self._connected()
         groups = self._group(batch)
         outcomes = await asyncio.gather(
             *(self._send_group(producer, key, docs) for key, docs in groups.items()), return_exceptions=True
@@ -135,6 +161,24 @@ class EventHubSink(StreamingSink):
         if too_large:
             self._too_large += len(too_large)
             raise EventTooLargeError(too_large, len(batch) - len(too_large), results[0][1])
+
+    async def _connected(self) -> None:
+        """Let the first write wait for the early connect, so it never waits for two attempts.
+
+        If the connect is still under way, its failure is this write's (fresh,
+        and what the write's own attempt would have met). If it had already
+        failed before the write, that failure may be stale: the write then
+        connects again through ``create_batch``.
+        """
+        connecting = self._connecting
+        if connecting is None:
+            return
+        fresh = not connecting.done()
+        if fresh:
+            await asyncio.wait([connecting])  # a cancelled write leaves it to close()
+        self._connecting = None
+        if fresh and not connecting.cancelled() and (error := connecting.result()) is not None:
+            raise error
 
     def _group(self, batch: Batch) -> dict[str | None, list[Document]]:
         """Documents by partition key, in batch order (one group when there is no key field)."""
@@ -167,7 +211,7 @@ class EventHubSink(StreamingSink):
                 if keep_meta or "_meta" not in document:
                     event = EventData(dumps(document))
                 else:
-                    event = EventData(dumps({k: v for k, v in document.items() if k != "_meta"}))
+                    event = EventData(dumps(_without_meta(document)))
                 if props_of is not None:
                     properties = _properties(props_of(document))
                     if properties:
@@ -198,6 +242,10 @@ class EventHubSink(StreamingSink):
         self._sent_batches += 1
 
     async def close(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            await asyncio.wait([connecting])
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.close()

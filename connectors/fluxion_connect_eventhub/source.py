@@ -31,7 +31,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,22 +151,71 @@ class _Tracking(CheckpointStore):
         return found
 
 
+class _ConsumerClient(EventHubConsumerClient):
+    """The SDK's consumer client, with concurrent ``get_partition_ids`` calls sharing one request.
+
+    The source reads the partition ids while the SDK's load balancer, started
+    at the same time, reads them too; each read is a management request that
+    opens its own link and authorises it (about 0.4 s of the SDK's polling).
+    Later calls, once the first has answered, ask the service again.
+    """
+
+    _partition_ids_read: asyncio.Future[list[str]] | None = None
+
+    async def get_partition_ids(self) -> list[str]:
+        read = self._partition_ids_read
+        if read is None:
+            read = asyncio.ensure_future(super().get_partition_ids())
+            read.add_done_callback(self._partition_ids_read_done)
+            self._partition_ids_read = read
+        return list(await asyncio.shield(read))
+
+    def _partition_ids_read_done(self, read: asyncio.Future[list[str]]) -> None:
+        self._partition_ids_read = None
+        if not read.cancelled():
+            read.exception()  # retrieved here too: a caller cancelled meanwhile would leave it unseen
+
+
+class _Starts(dict[str, SdkPosition]):
+    """``starting_position`` for any partition id, read by the SDK with ``get(partition_id, "-1")``.
+
+    Answering for partitions not known in advance lets the receivers start
+    before this run has read the hub's partition ids (a management request of
+    its own, about 0.4 s of the SDK's polling), so the two overlap.
+    """
+
+    def __init__(self, start_for: Callable[[str], Start]) -> None:
+        super().__init__()
+        self._start_for = start_for
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._start_for(key).position
+
+    def __bool__(self) -> bool:
+        return True
+
+
 class _Inclusive(dict[str, bool]):
     """``starting_position_inclusive`` per partition, read by the SDK each time it starts a receiver.
 
     The SDK applies this flag to a checkpoint's offset too, so it must turn
     False once the partition resumes from a checkpoint; a plain dict would
-    replay the checkpointed event.
+    replay the checkpointed event. Truthy even when empty: the SDK replaces a
+    falsy value by ``False`` for every partition.
     """
 
-    def __init__(self, inclusive: set[str], tracking: _Tracking) -> None:
-        super().__init__(dict.fromkeys(inclusive, True))
+    def __init__(self, start_for: Callable[[str], Start], tracking: _Tracking) -> None:
+        super().__init__()
+        self._start_for = start_for
         self._tracking = tracking
 
     def get(self, key: str, default: Any = False) -> Any:
         if key in self._tracking.resumed:
             return False
-        return super().get(key, default)
+        return self._start_for(key).inclusive
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class EventHubSource(StreamingSource):
@@ -205,7 +254,7 @@ class EventHubSource(StreamingSource):
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         settings = self._settings
-        self._client = EventHubConsumerClient.from_connection_string(
+        self._client = client = _ConsumerClient.from_connection_string(
             self._address.connection_string.reveal(),
             consumer_group=settings.consumer_group,
             eventhub_name=self._address.hub,
@@ -214,10 +263,10 @@ class EventHubSource(StreamingSource):
             partition_ownership_expiration_interval=settings.ownership_expiration,
             load_balancing_strategy=settings.load_balancing_strategy,
         )
-        self._partitions = list(await self._client.get_partition_ids())
         starts, inclusive = self._start_positions()
-        # receivers start while a drain is planned: the SDK's own start-up overlaps the property reads
+        # receivers start at once: the SDK's own start-up overlaps the partition and property reads
         self._receiving = asyncio.create_task(self._receive(starts, inclusive), name="eventhub.receive")
+        self._partitions = list(await client.get_partition_ids())
         if self._context.drain:
             await self._refresh_properties()
             await self._plan_drain(starts)
@@ -225,22 +274,25 @@ class EventHubSource(StreamingSource):
             self._refresher = asyncio.create_task(self._refresh_loop(), name="eventhub.properties")
         self._planned.set()
 
-    def _start_positions(self) -> tuple[dict[str, SdkPosition], _Inclusive]:
-        """Initial positions per partition for receivers with no checkpoint; seeds known positions."""
+    def _start_for(self, partition_id: str) -> Start:
+        """Where a partition with no checkpoint starts: ``StartFrom`` overrides ``startPosition``."""
         start_from = self._context.start_from
-        starts: dict[str, SdkPosition] = {}
-        inclusive: set[str] = set()
-        for pid in self._partitions:
-            start = self._settings.start.for_partition(pid)
-            if start_from.kind == "earliest":
-                start = Start(EARLIEST)
-            elif start_from.kind == "latest":
-                start = Start(LATEST)
-            elif start_from.kind == "timestamp" and start_from.timestamp is not None:
-                start = Start(dt.datetime.fromtimestamp(start_from.timestamp, tz=dt.UTC), inclusive=True)
-            starts[pid] = start.position
-            if start.inclusive:
-                inclusive.add(pid)
+        if start_from.kind == "earliest":
+            return Start(EARLIEST)
+        if start_from.kind == "latest":
+            return Start(LATEST)
+        if start_from.kind == "timestamp" and start_from.timestamp is not None:
+            return Start(dt.datetime.fromtimestamp(start_from.timestamp, tz=dt.UTC), inclusive=True)
+        return self._settings.start.for_partition(partition_id)
+
+    def _start_positions(self) -> tuple[_Starts, _Inclusive]:
+        """Initial positions for receivers with no checkpoint; seeds the known positions.
+
+        Seeds are taken for every partition they name: a partition that does
+        not exist is never claimed, so its seed is never read (Event Hubs
+        partitions are only ever added, never removed).
+        """
+        start_from = self._context.start_from
         seeds = start_from.positions if start_from.kind == "positions" else {}
         if start_from.kind == "checkpoint":
             seeds = self._context.positions
@@ -248,11 +300,11 @@ class EventHubSource(StreamingSource):
             position = EventPosition.from_json(value)
             if position is None:
                 log.warning("ignoring position %r for partition %s: not an Event Hubs position", value, pid)
-            elif pid in starts:
+            else:
                 self._tracking.known[pid] = position
-        return starts, _Inclusive(inclusive, self._tracking)
+        return _Starts(self._start_for), _Inclusive(self._start_for, self._tracking)
 
-    async def _receive(self, starts: dict[str, SdkPosition], inclusive: _Inclusive) -> None:
+    async def _receive(self, starts: _Starts, inclusive: _Inclusive) -> None:
         assert self._client is not None
         settings = self._settings
         await self._client.receive_batch(
@@ -389,7 +441,7 @@ class EventHubSource(StreamingSource):
         self._receiving = asyncio.create_task(self._receive(starts, inclusive), name="eventhub.receive")
         raise SourceFailure(error)
 
-    def _start_positions_after_failure(self) -> tuple[dict[str, SdkPosition], _Inclusive]:
+    def _start_positions_after_failure(self) -> tuple[_Starts, _Inclusive]:
         starts, inclusive = self._start_positions()
         for pid, position in self._queued.items():
             self._tracking.known[pid] = furthest(self._tracking.known.get(pid), position)
@@ -572,12 +624,20 @@ async def _stop_partition_tasks(client: EventHubConsumerClient) -> None:
     The SDK's ``EventProcessor.stop`` polls for its partition tasks to finish
     in one-second sleeps, so every stop costs at least a second; ending the
     tasks first (which also releases the claims) makes it return at once.
+    Closing a receiver also awaits its keep-alive task, which sleeps in
+    one-second steps (about half a second per stop, on average): those tasks
+    are cancelled first, as a receiver that is being closed needs no keep-alive.
     Reaches into SDK internals, hence the defensive lookups: if they change,
     ``close()`` alone still does the job, only slower.
     """
     processors = getattr(client, "_event_processors", None)
     if not isinstance(processors, dict):
         return
+    for processor in processors.values():
+        consumers = getattr(processor, "_consumers", None)
+        if isinstance(consumers, dict):
+            for consumer in consumers.values():
+                _cancel_keep_alive(getattr(consumer, "_handler", None))
     tables = [t for p in processors.values() if isinstance(t := getattr(p, "_tasks", None), dict)]
     tasks = [task for table in tables for task in table.values() if isinstance(task, asyncio.Task)]
     for task in tasks:
@@ -587,3 +647,11 @@ async def _stop_partition_tasks(client: EventHubConsumerClient) -> None:
     # each task closes its receiver in a shielded step that outlives the cancellation
     while any(tables):
         await asyncio.sleep(0.02)
+
+
+def _cancel_keep_alive(handler: Any) -> None:
+    """Cancel a receive handler's keep-alive task and detach it, so closing does not wait for it."""
+    keep_alive = getattr(handler, "_keep_alive_thread", None)
+    if isinstance(keep_alive, asyncio.Future):
+        keep_alive.cancel()
+        handler._keep_alive_thread = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import orjson
@@ -75,6 +76,19 @@ async def test_large_batches_split_and_a_too_large_document_is_refused(
     assert refused.value.documents == [huge] and refused.value.delivered == 8
     assert [b["n"] for b in hub_bodies(emulator, hub, 1)] == list(range(8))
     assert out.metrics()["sentBatches"] >= 2
+
+
+async def test_a_sink_opened_and_closed_without_writing_leaves_no_task(
+    emulator: EventHubEmulator, make_hub: MakeHub
+) -> None:
+    """``open()`` connects ahead of the first write; ``close()`` ends that, finished or not."""
+    hub = make_hub(1)
+    for _ in range(2):
+        out = sink(emulator, hub)
+        await out.open()
+        await out.close()
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "eventhub.sink.connect"]
+    assert out.metrics()["sentEvents"] == 0
 
 
 def test_partition_key_and_partition_id_exclude_each_other(emulator: EventHubEmulator) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 
 import pytest
+from azure.eventhub.aio import EventHubConsumerClient
+from fluxion_connect_eventhub.source import _ConsumerClient
 
 from fluxion_flows.errors import OptionError
 from fluxion_flows.spi import ConnectorKind, RunMode, SourceContext, StartFrom
@@ -113,6 +116,56 @@ async def test_start_positions(
     finally:
         await src.close()
     assert [d["n"] for d in docs] == expected
+
+
+async def test_each_partition_starts_where_its_start_position_says(
+    emulator: EventHubEmulator, make_hub: MakeHub
+) -> None:
+    """Receivers start before the partition ids are read: starts are answered per partition id."""
+    hub = make_hub(3)
+    for pid in ("0", "1", "2"):
+        await send(emulator, hub, [{"p": pid, "n": i} for i in range(4)], partition_id=pid)
+    start = {"1": "sequenceNumber:2", "2": "latest", "default": "earliest"}
+    src = source(emulator, hub, startPosition=start)
+    await src.start()
+    try:
+        docs = documents(await collect(src, has(6)))
+        await wait_for(lambda: len(emulator.receivers(hub, 2)) == 1, what="the receiver to attach")
+        await send(emulator, hub, [{"p": "2", "n": 4}], partition_id="2")
+        docs += documents(await collect(src, has(1)))
+    finally:
+        await src.close()
+    assert sorted((d["p"], d["n"]) for d in docs) == [
+        ("0", 0),
+        ("0", 1),
+        ("0", 2),
+        ("0", 3),
+        ("1", 2),
+        ("1", 3),
+        ("2", 4),
+    ]
+
+
+async def test_concurrent_partition_id_reads_share_one_request(
+    emulator: EventHubEmulator, make_hub: MakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = make_hub(2)
+    requests: list[str] = []
+    original = EventHubConsumerClient.get_partition_ids
+
+    async def counted(self: EventHubConsumerClient) -> list[str]:
+        requests.append(hub)
+        return await original(self)
+
+    monkeypatch.setattr(EventHubConsumerClient, "get_partition_ids", counted)
+    client = _ConsumerClient.from_connection_string(
+        emulator.connection_string(hub), consumer_group="$Default"
+    )
+    async with client:
+        first, second = await asyncio.gather(client.get_partition_ids(), client.get_partition_ids())
+        assert first == second == ["0", "1"] and len(requests) == 1
+        assert await client.get_partition_ids() == ["0", "1"]  # a later read asks again
+    assert len(requests) == 2
 
 
 async def test_start_at_an_offset_and_a_time(emulator: EventHubEmulator, make_hub: MakeHub) -> None:
