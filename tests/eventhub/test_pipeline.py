@@ -27,8 +27,9 @@ from tests.eventhub.pipeline import (
     running,
     write_manifest,
 )
-from tests.eventhub.util import send, wait_for
+from tests.eventhub.util import send
 from tests.support.eventhub_emulator import EventHubEmulator
+from tests.support.polling import wait_for
 
 MakeHub = Callable[[int], str]
 pytestmark = pytest.mark.slow

@@ -12,8 +12,9 @@ from fluxion_connect_eventhub.source import _ConsumerClient
 
 from fluxion_flows.errors import OptionError
 from fluxion_flows.spi import ConnectorKind, RunMode, SourceContext, StartFrom
-from tests.eventhub.util import REGISTRY, collect, documents, has, merged_positions, send, source, wait_for
+from tests.eventhub.util import REGISTRY, send, source
 from tests.support.eventhub_emulator import EventHubEmulator
+from tests.support.polling import collect, documents, has, merged_positions, wait_for
 
 MakeHub = Callable[[int], str]
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -18,7 +16,7 @@ from fluxion_connect_eventhub import (
 )
 
 from fluxion_flows.registry import ProviderRegistry
-from fluxion_flows.spi import ConnectorKind, RunMode, SinkContext, SourceBatch, SourceContext, StartFrom
+from fluxion_flows.spi import ConnectorKind, RunMode, SinkContext, SourceContext, StartFrom
 from tests.support.eventhub_emulator import EventHubEmulator
 
 REGISTRY = ProviderRegistry(extra=[EventHubSourceProvider(), EventHubSinkProvider()])
@@ -94,55 +92,3 @@ async def send(
 def hub_bodies(emulator: EventHubEmulator, hub: str, partitions: int) -> list[Any]:
     """Every event body stored in a hub, decoded as JSON, partition by partition."""
     return [orjson.loads(event.body) for pid in range(partitions) for event in emulator.events(hub, str(pid))]
-
-
-async def collect(
-    src: EventHubSource,
-    until: Callable[[list[SourceBatch]], bool],
-    *,
-    within: float = 30.0,
-    max_documents: int = 500,
-) -> list[SourceBatch]:
-    """Pull batches until ``until(batches)`` holds or the stream ends; fail after ``within`` seconds."""
-    batches: list[SourceBatch] = []
-    deadline = time.monotonic() + within
-    while not until(batches):
-        if time.monotonic() > deadline:
-            got = sum(len(b) for b in batches)
-            raise AssertionError(f"condition not met within {within}s; got {got} documents")
-        batch = await src.next_batch(max_documents, 0.25)
-        if batch is None:
-            break
-        batches.append(batch)
-    return batches
-
-
-def documents(batches: Iterable[SourceBatch]) -> list[dict[str, Any]]:
-    return [doc for batch in batches for doc in batch.documents]
-
-
-def has(count: int) -> Callable[[list[SourceBatch]], bool]:
-    return lambda batches: sum(len(b.documents) + len(b.failures) for b in batches) >= count
-
-
-def merged_positions(batches: Iterable[SourceBatch]) -> dict[str, Any]:
-    positions: dict[str, Any] = {}
-    for batch in batches:
-        positions.update(batch.positions)
-    return positions
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool], *, within: float = 30.0, what: str = "condition"
-) -> None:
-    """Poll a condition with a deadline (tests never sleep to synchronise)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 from fluxion_connect_kafka import KafkaSource
 
-from tests.kafka.util import collect, committed, documents, has, merged_positions, produce, source, wait_for
+from tests.kafka.util import committed, produce, source
+from tests.support.polling import collect, documents, has, merged_positions, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,8 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.kafka.util import FAST_GROUP, produce, read_topic, wait_for
+from tests.kafka.util import FAST_GROUP, produce, read_topic
+from tests.support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

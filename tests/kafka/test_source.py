@@ -10,15 +10,8 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from fluxion_flows.spi import StartFrom
-from tests.kafka.util import (
-    collect,
-    committed,
-    documents,
-    has,
-    merged_positions,
-    produce,
-    source,
-)
+from tests.kafka.util import committed, produce, source
+from tests.support.polling import collect, documents, has, merged_positions
 
 
 async def test_documents_carry_meta_and_positions_are_next_offsets(

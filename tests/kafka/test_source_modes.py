@@ -11,7 +11,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from fluxion_flows.spi import RunMode
-from tests.kafka.util import collect, documents, has, merged_positions, produce, source, wait_for
+from tests.kafka.util import produce, source
+from tests.support.polling import collect, documents, has, merged_positions, wait_for
 
 
 async def test_drain_stops_at_end_offsets_seen_at_start_while_producer_writes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fluxion_connect_kafka import KafkaSink, KafkaSinkProvider, KafkaSource, KafkaSourceProvider
 
 from fluxion_flows.registry import ProviderRegistry
-from fluxion_flows.spi import ConnectorKind, RunMode, SinkContext, SourceBatch, SourceContext, StartFrom
+from fluxion_flows.spi import ConnectorKind, RunMode, SinkContext, SourceContext, StartFrom
 
 FAST_GROUP = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 200, "fetch.max.wait.ms": 100}
 """Test consumer settings: a new group joins in about a second instead of five (see test-peers.md)."""
@@ -110,56 +110,6 @@ async def read_topic(bootstrap: str, topic: str, *, within: float = 30.0) -> lis
         raise TimeoutError(f"could not read {topic} to its end within {within}s")
     finally:
         await consumer.stop()
-
-
-async def collect(
-    src: KafkaSource,
-    until: Callable[[list[SourceBatch]], bool],
-    *,
-    within: float = 30.0,
-    max_documents: int = 500,
-) -> list[SourceBatch]:
-    """Pull batches until ``until(batches)`` holds or the stream ends; fail after ``within`` seconds."""
-    batches: list[SourceBatch] = []
-    deadline = time.monotonic() + within
-    while not until(batches):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {within}s; got {sum(len(b) for b in batches)} docs")
-        batch = await src.next_batch(max_documents, 0.25)
-        if batch is None:
-            break
-        batches.append(batch)
-    return batches
-
-
-def documents(batches: Iterable[SourceBatch]) -> list[dict[str, Any]]:
-    return [doc for batch in batches for doc in batch.documents]
-
-
-def has(count: int) -> Callable[[list[SourceBatch]], bool]:
-    return lambda batches: sum(len(b.documents) + len(b.failures) for b in batches) >= count
-
-
-def merged_positions(batches: Iterable[SourceBatch]) -> dict[str, Any]:
-    positions: dict[str, Any] = {}
-    for batch in batches:
-        positions.update(batch.positions)
-    return positions
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool], *, within: float = 30.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what or 'condition'}")
-        await asyncio.sleep(0.05)
 
 
 async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:

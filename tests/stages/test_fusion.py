@@ -41,7 +41,9 @@ expressions = st.sampled_from(
     ]
 )
 set_specs = st.dictionaries(st.sampled_from(["a", "t", "u", "s"]), expressions, min_size=1, max_size=3)
-project_specs = st.lists(st.sampled_from(["_id", "a", "b", "t", "u", "s"]), min_size=1, max_size=4, unique=True)
+project_specs = st.lists(
+    st.sampled_from(["_id", "a", "b", "t", "u", "s"]), min_size=1, max_size=4, unique=True
+)
 
 
 def run_fused(pipeline: list[Doc], docs: list[Doc]) -> list[Doc]:
@@ -66,7 +68,9 @@ def outcome(run: Any, pipeline: list[Doc], docs: list[Doc]) -> Any:
 
 @settings(max_examples=400, deadline=None, derandomize=True)
 @given(st.lists(documents, max_size=6), set_specs, project_specs, st.booleans())
-def test_fused_equals_stages_apart(docs: list[Doc], set_spec: Doc, include: list[str], add_fields: bool) -> None:
+def test_fused_equals_stages_apart(
+    docs: list[Doc], set_spec: Doc, include: list[str], add_fields: bool
+) -> None:
     project = {name: 1 for name in include}
     if "_id" not in include and include != ["_id"]:
         project["_id"] = 0
