@@ -81,8 +81,13 @@ class PrefectBlockCheckpointStore(CheckpointStore):
         async with get_client() as client:
             found = await self._read(client, name)
             stored = found[1] if found else None
-            if shared and stored is not None:
+            if shared:
+                generation = await self._join_generation(client, name, stored)
+                if stored is None:  # another run of the group may have written it meanwhile
+                    found = await self._read(client, name)
+                    stored = found[1] if found else None
                 record = claimed(stored, pipeline_id, shared=True)
+                record.generation = max(record.generation, generation)
             else:
                 generation = await self._take_generation(client, name, stored)
                 record = claimed(stored, pipeline_id, shared=False)
@@ -138,6 +143,26 @@ class PrefectBlockCheckpointStore(CheckpointStore):
         if generation > _KEPT_MARKERS:
             with contextlib.suppress(ObjectNotFound):
                 await client.delete_variable_by_name(claim_marker_name(name, generation - _KEPT_MARKERS))
+        return generation
+
+    async def _join_generation(self, client: PrefectClient, name: str, stored: Checkpoint | None) -> int:
+        """The generation a shared claim joins: the stored one, or the group's first.
+
+        Runs of a consumer group often start together on a pipeline never run
+        before. Each taking its own generation (as an exclusive claim does)
+        would fence all but the last; instead the first creates the marker of
+        generation 1 and the others, finding it taken, join the newest marker.
+        """
+        if stored is not None:
+            return stored.generation
+        generation = 1
+        try:
+            await client.create_variable(VariableCreate(name=claim_marker_name(name, 1), value=1))
+            return generation
+        except ObjectAlreadyExists:
+            pass
+        while await client.read_variable_by_name(claim_marker_name(name, generation + 1)) is not None:
+            generation += 1
         return generation
 
     async def _write(

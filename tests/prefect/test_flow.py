@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableCreate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
@@ -182,6 +183,26 @@ async def test_concurrent_claims_get_distinct_generations_and_the_older_cannot_c
             with pytest.raises(StaleGenerationError):
                 await store.save(attempt)
     assert (await read_checkpoint("fence-e2e.p")).positions == {"p": newest}
+
+
+async def test_shared_claims_starting_together_on_a_new_pipeline_all_commit() -> None:
+    """Runs of one consumer group, started at once before any checkpoint exists, join one generation."""
+    stores = [PrefectBlockCheckpointStore() for _ in range(3)]
+    claims = await asyncio.gather(*(s.claim("shared-start.p", shared=True) for s in stores))
+    assert {c.generation for c in claims} == {1}
+    # The race made explicit: a run has taken generation 1 but not yet written the checkpoint.
+    block = names.checkpoint_block_name("shared-race.p")
+    async with get_client() as client:
+        await client.create_variable(VariableCreate(name=names.claim_marker_name(block, 1), value=1))
+    assert (await PrefectBlockCheckpointStore().claim("shared-race.p", shared=True)).generation == 1
+    for index, (store, claim) in enumerate(zip(stores, claims, strict=True)):
+        await store.save(Checkpoint("shared-start.p", claim.generation, {f"partition-{index}": index}))
+    stored = await read_checkpoint("shared-start.p")
+    assert stored.positions == {"partition-0": 0, "partition-1": 1, "partition-2": 2}
+    exclusive = await PrefectBlockCheckpointStore().claim("shared-start.p")
+    assert exclusive.generation == 2  # an exclusive run still fences the whole group
+    with pytest.raises(StaleGenerationError):
+        await stores[0].save(Checkpoint("shared-start.p", 1, {"partition-0": 5}))
 
 
 async def test_two_runs_of_one_pipeline_cannot_both_commit(tmp_path: Path) -> None:
