@@ -15,11 +15,13 @@ The snapshot phase records the resume token taken *before* the copy began and
 the last copied ``_id``: a restart continues the copy after that ``_id``
 and then follows the change stream from the token, so a write that raced the
 copy is replayed from the stream rather than lost.
+
+Reading a server reply and turning it into documents is in ``events.py``;
+where a drain-mode run ends and its progress, in ``drain.py``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -41,7 +43,14 @@ from fluxion_connect_mongo._common import (
     to_json,
 )
 from fluxion_connect_mongo.catalog import discover
+from fluxion_connect_mongo.drain import DrainPlan, cluster_time
 from fluxion_connect_mongo.errors import as_resume_error
+from fluxion_connect_mongo.events import (
+    cut_after,
+    event_time,
+    events_to_documents,
+    read_batch,
+)
 from fluxion_connect_mongo.snapshot import SnapshotReader
 from fluxion_flows.errors import OptionError
 from fluxion_flows.spi import (
@@ -54,11 +63,11 @@ from fluxion_flows.spi import (
     OptionType,
     SourceBatch,
     SourceContext,
+    SourceProgress,
     SourceProvider,
     StreamDescriptor,
 )
 
-DATA_EVENTS = frozenset({"insert", "update", "replace", "delete"})
 CHANGE_STREAM_STAGES = frozenset(
     {"$addFields", "$match", "$project", "$replaceRoot", "$replaceWith", "$redact", "$set", "$unset"}
 )
@@ -198,43 +207,6 @@ def validate_pipeline(pipeline: Sequence[Any], config: ConnectorConfig) -> list[
     return checked
 
 
-def event_to_document(change: dict[str, Any], token: Any = None) -> Document:
-    """A change event as a document: the full document (or the key) at the root, the event under ``_meta``.
-
-    On the hot path (one call per event), hence the local lookups. ``token``
-    defaults to the event's own ``_id`` in its JSON-safe form.
-    """
-    get = change.get
-    full = get("fullDocument")
-    key = get("documentKey")
-    document: Document = full if type(full) is dict else dict(key or {})
-    if token is None:
-        token = _json_token(change["_id"])
-    cluster = get("clusterTime")
-    meta: dict[str, Any] = {
-        "operationType": get("operationType"),
-        "documentKey": key,
-        "clusterTime": {"t": cluster.time, "i": cluster.inc} if type(cluster) is Timestamp else cluster,
-        "ns": get("ns"),
-        "resumeToken": token,
-    }
-    description = get("updateDescription")
-    if description:
-        meta["updateDescription"] = description
-    wall = get("wallTime")
-    if wall is not None:
-        meta["wallTime"] = wall
-    document["_meta"] = meta
-    return document
-
-
-def _json_token(token: Any) -> Any:
-    """The usual ``{"_data": "<hex>"}`` token is JSON already (and is not shared): use it as is."""
-    if type(token) is dict and len(token) == 1 and type(token.get("_data")) is str:
-        return token
-    return to_json(token)
-
-
 def snapshot_document(document: Document, namespace: Mapping[str, str]) -> Document:
     """An existing document copied by the initial snapshot (``operationType: snapshot``)."""
     document["_meta"] = {
@@ -263,6 +235,7 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
         self._emitted_token: Any = None
         self._events = 0
         self._lag: float | None = None
+        self._drain: DrainPlan | None = None
         self.partition = settings.namespace
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -283,6 +256,8 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
             await self._resume_snapshot(position)
         else:
             await self._open_stream(resume_after=from_json(position["resumeToken"]))
+        if self._context.drain:
+            await self._plan_drain()
         self._context.logger.info("mongodb source on %s opened (%s)", self.partition, self._phase)
 
     @property
@@ -352,10 +327,11 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
         raise exc
 
     async def _read_events(self) -> list[dict[str, Any]]:
-        """Up to ``maxBatchSize`` data events: one server round trip, then what it buffered.
+        """Up to ``maxBatchSize`` events: one server round trip, then what it buffered (see ``events.py``).
 
-        Events are returned raw; ``next_batch`` turns them into documents, so
-        that work overlaps the next ``getMore`` the poll task has in flight.
+        Events are returned as the server sent them; ``next_batch`` turns them
+        into documents, so that work overlaps the next ``getMore`` this poll
+        task has in flight.
         """
         if self._stream is None:  # dropped with its connection: continue after the last event read
             await self._open_stream(resume_after=self._last_token)
@@ -365,30 +341,12 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
             await self._reopen_after_invalidate()
             stream = self._stream
             assert stream is not None
-        raw: list[dict[str, Any]] = []
         try:
-            change = await stream.try_next()  # may wait up to maxAwaitTime on the server
-            if change is not None:
-                raw.append(change)
-                for _ in range(min(_buffered(stream), self._settings.max_batch_size - 1)):
-                    change = await stream.try_next()  # from the buffer: no round trip
-                    if change is None:
-                        break
-                    raw.append(change)
+            events = await read_batch(stream, self._settings.max_batch_size)
         except OperationFailure as exc:
             self._raise_translated(exc)
-        changes = [c for c in raw if c.get("operationType") in DATA_EVENTS]
-        if len(changes) < len(raw) and any(c.get("operationType") == "invalidate" for c in raw):
-            self._context.logger.warning(
-                "change stream on %s invalidated (collection dropped or renamed)", self.partition
-            )
         self._last_token = stream.resume_token or self._last_token
-        self._events += len(changes)
-        self._lag = 0.0
-        if changes:
-            event_time = _event_time(changes[-1].get("clusterTime"))
-            self._lag = max(0.0, time.time() - event_time) if event_time is not None else None
-        return changes
+        return events
 
     async def _reopen_after_invalidate(self) -> None:
         """After ``invalidate`` (drop/rename), keep watching the namespace from just after that event."""
@@ -472,12 +430,26 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
     async def _poll_once(self) -> SourceBatch | None:
         if self._snapshot is not None:
             return await self._poll_snapshot(self._snapshot)
-        changes = await self._read_events()
+        drain = self._drain
+        if drain is not None and drain.finished:
+            return None
+        events = await self._read_events()
         token = self._last_token
-        if changes:
+        if drain is not None and drain.end is not None and events:
+            keep = cut_after(events, drain.end)
+            if keep < len(events):  # the backlog ends inside this batch: stop before the first later event
+                drain.finished = True
+                if keep == 0:
+                    return None
+                events = events[:keep]
+                token = self._last_token = events[-1]["_id"]
+        if events:
+            self._note_read(events)
             self._emitted_token = token
-            return _RawEvents(changes, {self.partition: self._stream_position(token)})
-        if self._context.drain:
+            return _RawEvents(events, {self.partition: self._stream_position(token)})
+        self._lag = 0.0  # caught up
+        if drain is not None:
+            drain.finished = True
             return None
         if token is not None and token != self._emitted_token:
             # The server moved the token past filtered-out events: checkpoint it so it never ages out.
@@ -485,11 +457,45 @@ class MongoChangeStreamSource(AbstractAsyncStreamingSource):
             return SourceBatch([], {self.partition: self._stream_position(token)})
         return SourceBatch([])
 
+    def _note_read(self, events: list[dict[str, Any]]) -> None:
+        """Lag (and drain progress) from the cluster times of a batch's first and last event."""
+        last = events[-1].get("clusterTime")
+        seconds = event_time(last)
+        self._lag = max(0.0, time.time() - seconds) if seconds is not None else None
+        if self._drain is not None:
+            self._drain.read(events[0].get("clusterTime"), last)
+
     async def next_batch(self, max_documents: int, timeout: float) -> SourceBatch | None:
         batch = await super().next_batch(max_documents, timeout)
         if isinstance(batch, _RawEvents):
-            batch.documents = [event_to_document(change) for change in batch.documents]
+            batch.documents = events_to_documents(batch.documents, self._context.logger, self.partition)
+            self._events += len(batch.documents)
         return batch
+
+    # -- drain -----------------------------------------------------------------------------------------------
+
+    async def _plan_drain(self) -> None:
+        """The drain ends at the cluster time now (see ``drain.py``); a snapshot counts the collection."""
+        assert self._client is not None
+        database = self._client[self._settings.database]
+        self._drain = DrainPlan(await cluster_time(database))
+        if self._drain.end is None:
+            self._context.logger.info(
+                "the server reports no cluster time: the drain of %s ends when the stream is caught up",
+                self.partition,
+            )
+        if self._snapshot is not None and self._settings.collection is not None:
+            self._drain.snapshot_total = await database[self._settings.collection].estimated_document_count()
+
+    @property
+    def drain_plan(self) -> DrainPlan | None:
+        """Where this drain-mode run ends (None in continuous mode)."""
+        return self._drain
+
+    def progress(self) -> SourceProgress | None:
+        if self._drain is None:
+            return None
+        return self._drain.progress(self._snapshot.copied if self._snapshot is not None else None)
 
     @staticmethod
     def _stream_position(token: Any) -> dict[str, Any]:
@@ -508,28 +514,3 @@ class _RawEvents(SourceBatch):
     """A batch whose ``documents`` are still raw change events (converted in ``next_batch``)."""
 
     __slots__ = ()
-
-
-def _buffered(stream: AsyncChangeStream[dict[str, Any]]) -> int:
-    """How many events the stream already holds, so reading them costs no server round trip.
-
-    PyMongo exposes no public call for this; without it every further
-    ``try_next`` could wait ``maxAwaitTime`` for a batch that is already late,
-    so we look at the cursor's buffer and, if that ever changes shape, fall
-    back to one event per round trip (slower, still correct).
-    """
-    data = getattr(getattr(stream, "_cursor", None), "_data", None)
-    try:
-        return len(data) if data is not None else 0
-    except TypeError:
-        return 0
-
-
-def _event_time(value: Any) -> float | None:
-    """Epoch seconds of an event's ``clusterTime`` (a BSON Timestamp; some servers send a UTC datetime)."""
-    if isinstance(value, Timestamp):
-        return float(value.time)
-    if isinstance(value, dt.datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-        return aware.timestamp()
-    return None

@@ -92,6 +92,32 @@ async def test_restart_resumes_after_the_checkpointed_token(
     assert [d["_id"] for d in resumed] == [5, 6, 7, "marker"]
 
 
+async def test_each_batch_ends_at_its_last_events_token(
+    mongo_server: MongoServer, client: Client, db_name: str
+) -> None:
+    """Events leave the cursor a server reply at a time; batches stay within maxBatchSize and each
+    position is the token of the batch's last event, so a restart after any batch misses nothing."""
+    source = make_source(mongo_server.uri, database=db_name, collection="c", maxBatchSize=10)
+    await source.start()
+    batches = []
+    try:
+        await client[db_name].c.insert_many([{"_id": f"k{i:02d}"} for i in range(25)])
+        seen = 0
+        while seen < 25:
+            batch = await source.next_batch(1000, 5.0)
+            assert batch is not None
+            if batch.documents:
+                batches.append(batch)
+                seen += len(batch.documents)
+    finally:
+        await source.close()
+    assert [d["_id"] for b in batches for d in b.documents] == [f"k{i:02d}" for i in range(25)]
+    for batch in batches:
+        assert 1 <= len(batch.documents) <= 10
+        token = batch.documents[-1]["_meta"]["resumeToken"]
+        assert batch.positions == {f"{db_name}.c": {"phase": "stream", "resumeToken": token}}
+
+
 async def test_resume_survives_a_server_restart(own_mongo_server: MongoServer, db_name: str) -> None:
     uri = own_mongo_server.uri
     source = make_source(uri, database=db_name, collection="c", maxAwaitTime="PT0.2S")
