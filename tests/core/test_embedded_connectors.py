@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from fluxion_flows.connectors.file_sink import FileSink
 from fluxion_flows.connectors.generator import GeneratorSourceProvider, make_order
@@ -105,6 +106,28 @@ async def test_file_sink_appends_json_lines(tmp_path: Path) -> None:
     await sink.close()
     lines = (tmp_path / "out" / "o.jsonl").read_bytes().splitlines()
     assert [orjson.loads(line) for line in lines] == [{"a": 1}, {"b": "ß"}]
+
+
+@pytest.mark.parametrize(
+    "existing, kept",
+    [
+        (b'{"a": 1}\n{"a": 2, "pad": "xx', [{"a": 1}]),  # a write cut short by a kill: cut
+        (b'{"a": 1}\n{"a": 2}', [{"a": 1}, {"a": 2}]),  # whole, no final newline: ended
+        (b'{"a": 1', []),  # nothing but a fragment
+        (b"", []),
+    ],
+    ids=["torn", "no-final-newline", "only-fragment", "empty"],
+)
+async def test_file_sink_appends_after_whole_lines_only(
+    tmp_path: Path, existing: bytes, kept: list[Any]
+) -> None:
+    path = tmp_path / "o.jsonl"
+    path.write_bytes(existing)
+    sink = FileSink(path)
+    await sink.open()
+    await sink.write(Batch([{"b": 1}]))
+    await sink.close()
+    assert [orjson.loads(line) for line in path.read_bytes().splitlines()] == [*kept, {"b": 1}]
 
 
 async def test_generator_is_deterministic_and_resumable() -> None:
