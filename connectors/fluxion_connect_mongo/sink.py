@@ -2,7 +2,10 @@
 
 Modes:
 
-- ``insert``: ``InsertOne``; a duplicate key fails that document only.
+- ``insert``: ``InsertOne``; a duplicate key fails that document only, unless
+  the stored document is exactly the one being inserted: that is a replay of
+  our own earlier write (a batch resent after a reconnect, or redelivered
+  after a crash), so it counts as written and a replay changes nothing.
 - ``replace``: ``ReplaceOne(key, document, upsert=True)``: the target becomes
   exactly the incoming document.
 - ``upsert``: ``UpdateOne(key, {$set: document}, upsert=True)``: the incoming
@@ -134,6 +137,7 @@ class _Planned:
     op: WriteOp
     source: Document
     identity: Hashable | None
+    inserted: Document | None = None
 
 
 class MongoSink(StreamingSink):
@@ -196,21 +200,16 @@ class MongoSink(StreamingSink):
 
         While the server is unreachable the same bulk is sent again (see
         ``retry_unreachable``); replaces, upserts and deletes by key rewrite the
-        same state, and an insert refused as a duplicate on such a retry is the
-        interrupted attempt's own insert, so it counts as written.
+        same state, and an insert refused as a duplicate of an identical stored
+        document is our own earlier insert, so it counts as written.
         """
         collection = self._collection
         assert collection is not None
         operations = [p.op for p in segment]
-        retried = False
 
         async def attempt() -> BulkWriteResult:
             self._counters["bulkWrites"] += 1
             return await collection.bulk_write(operations, ordered=False)
-
-        async def again() -> None:
-            nonlocal retried
-            retried = True
 
         try:
             result = await retry_unreachable(
@@ -219,15 +218,12 @@ class MongoSink(StreamingSink):
                 budget=self._reconnect,
                 logger=self._context.logger,
                 secret=self._config["connectionString"],
-                on_retry=again,
             )
         except BulkWriteError as exc:
             details = exc.details
             if details.get("writeConcernErrors"):
                 raise  # durability unknown for the whole segment: let the policy retry it
-            errors = details.get("writeErrors", [])
-            if retried:
-                errors = [e for e in errors if not _reinserted(e, segment)]
+            errors = await self._without_own_inserts(details.get("writeErrors", []), segment)
             for error in errors:
                 index = int(error.get("index", -1))
                 if 0 <= index < len(segment):
@@ -236,6 +232,37 @@ class MongoSink(StreamingSink):
             return len(segment) - len(errors)
         self._count(_result_counts(result))
         return len(segment)
+
+    async def _without_own_inserts(
+        self, errors: list[Mapping[str, Any]], segment: list[_Planned]
+    ) -> list[Mapping[str, Any]]:
+        """The write errors left once duplicate-key refusals of documents already stored as-is are dropped.
+
+        One ``find`` by ``_id`` for the refused inserts, only when there are
+        any; a different stored document (a real conflict) stays an error.
+        """
+        refused = {
+            index: body
+            for error in errors
+            if error.get("code") in DUPLICATE_KEY_CODES
+            and 0 <= (index := _error_index(error)) < len(segment)
+            and (body := segment[index].inserted) is not None
+            and "_id" in body
+        }
+        if not refused:
+            return errors
+        collection = self._collection
+        assert collection is not None
+        ids = [body["_id"] for body in refused.values()]
+        stored = {_identity({"_id": d["_id"]}): d async for d in collection.find({"_id": {"$in": ids}})}
+        options = collection.codec_options
+        own = {
+            index
+            for index, body in refused.items()
+            if stored.get(_identity({"_id": body["_id"]}))
+            == bson.decode(bson.encode(body, codec_options=options), codec_options=options)
+        }
+        return [e for e in errors if _error_index(e) not in own]
 
     def _count(self, details: Mapping[str, Any]) -> None:
         for name, field in (
@@ -286,7 +313,7 @@ class MongoSink(StreamingSink):
         body = {name: value for name, value in document.items() if name not in skip}
         if self._mode == "insert":
             found = self._key(body, required=False)
-            return _Planned(InsertOne(body), document, _identity(found) if found else None)
+            return _Planned(InsertOne(body), document, _identity(found) if found else None, inserted=body)
         key = self._key(body, required=True)
         assert key is not None
         return _Planned(ReplaceOne(key, body, upsert=True), document, _identity(key))
@@ -326,14 +353,8 @@ class MongoSink(StreamingSink):
         raise DocumentWriteError(f"the delete event has no key field {', '.join(self._keys)}")
 
 
-def _reinserted(error: Mapping[str, Any], segment: list[_Planned]) -> bool:
-    """A duplicate-key refusal of an insert that an interrupted attempt of the same bulk already made."""
-    index = int(error.get("index", -1))
-    return (
-        error.get("code") in DUPLICATE_KEY_CODES
-        and 0 <= index < len(segment)
-        and isinstance(segment[index].op, InsertOne)
-    )
+def _error_index(error: Mapping[str, Any]) -> int:
+    return int(error.get("index", -1))
 
 
 def _lookup(document: Document, path: str) -> Any:
