@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from fluxion_flows.checkpoint import Checkpoint, CheckpointStore, MemoryCheckpointStore
+from fluxion_flows.executor import stage_state
 from fluxion_flows.executor.listener import ExecutorListener
 from fluxion_flows.executor.metrics import PipelineMetrics, StageMetrics
 from fluxion_flows.executor.options import CheckpointOptions, ErrorPolicy, RuntimeOptions
@@ -391,18 +392,15 @@ class StreamingPipelineExecutor:
         await _notify(self.listener.on_checkpoint(summary))
 
     def _snapshot(self, stages: Sequence[Stage], scope: str) -> dict[str, Any]:
-        return {f"{scope}[{i}]": s.snapshot() for i, s in manifest_indexed(stages) if s.stateful}
+        return {f"{scope}[{i}]": stage_state.entry(s) for i, s in manifest_indexed(stages) if s.stateful}
 
     def _snapshot_chain(self) -> dict[str, Any]:
-        return {path: s.snapshot() for path, s in self.chain.all_stages() if s.stateful}
+        return {path: stage_state.entry(s) for path, s in self.chain.all_stages() if s.stateful}
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         named = {f"process[{i}]": s for i, s in manifest_indexed(self.stages)}
         named.update(dict(self.chain.all_stages()))
-        for key, value in state.items():
-            stage = named.get(key)
-            if stage is not None and stage.stateful:
-                stage.restore(value)
+        stage_state.restore(named, state, self.pipeline_id)
 
     # ---------------------------------------------------------------- shutdown
     async def _shutdown(self, error: BaseException | None) -> None:

@@ -32,6 +32,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -181,7 +182,7 @@ async def run_pipeline(run: PreparedRun) -> dict[str, Any]:
         finally:
             if executor.metrics.checkpoints:
                 run.start_from = StartFrom()  # it committed: a retry resumes there, not at a replay start
-    except StaleGenerationError as exc:
+    except (StaleGenerationError, FluxionError) as exc:  # a retry cannot fix either
         raise RunFailed(run.scrubber.text(str(exc)), retryable=False) from None
     except PipelineFailed as exc:
         raise RunFailed(run.scrubber.text(str(exc)), retryable=_transient(exc)) from None
@@ -213,6 +214,9 @@ async def _check_replay(run: PreparedRun) -> None:
 async def _claim_and_open_source(run: PreparedRun) -> None:
     provider = run.pipeline.registry.source_provider(run.pipeline.source_config.type)
     run.claimed = await run.store.claim(run.pipeline_id, shared=provider.shared_claims)
+    if run.start_from.kind != "checkpoint":
+        # Stage state matches the checkpoint's positions only; a replay recomputes it from what it reads.
+        run.claimed = dataclasses.replace(run.claimed, stage_state={})
     run.source_context = run.pipeline.source_context(run.claimed, run.params.mode, run.start_from)
     run.source = run.pipeline.create_source_for(run.source_context)
 

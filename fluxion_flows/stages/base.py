@@ -9,6 +9,8 @@ consistent with, and restores it before the first batch of the next run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +21,8 @@ class Stage:
     """One step of a pipeline. Subclasses override ``__call__`` (and the state hooks if stateful)."""
 
     stateful: bool = False
+    spec_digest: str = ""
+    """Digest of the spec the stage was compiled from (see :func:`spec_digest`); checkpoints record it."""
 
     def __init__(self, name: str, path: str = "") -> None:
         self.name = name
@@ -56,6 +60,12 @@ class FunctionStage(Stage):
 
     def __call__(self, documents: list[Document]) -> list[Document]:
         return self._function(documents)
+
+
+def spec_digest(spec: Any) -> str:
+    """A short digest of a stage spec as written; key order counts (it orders outputs and saved state)."""
+    text = json.dumps(spec, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def manifest_indexed(stages: Sequence[Stage]) -> list[tuple[int, Stage]]:

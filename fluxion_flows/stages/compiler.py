@@ -16,7 +16,7 @@ from typing import Any
 
 from fluxion_flows.errors import PathPart, StageError, format_path
 from fluxion_flows.stages import batch, group, sampling, subpipeline, transform, windows
-from fluxion_flows.stages.base import Stage
+from fluxion_flows.stages.base import Stage, spec_digest
 from fluxion_flows.stages.expressions import Ctx
 from fluxion_flows.stages.runtime import BatchFn, CompiledStage, FusedStage
 
@@ -142,6 +142,7 @@ def compile_stage(spec: Any, ctx: Ctx, options: Options) -> Stage:
     _check_keys(argument, stage_ctx)
     stage = builder(argument, stage_ctx, name, options)
     stage.path = format_path(ctx.path)
+    stage.spec_digest = spec_digest(spec)
     return stage
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fluxion_flows.checkpoint import MemoryCheckpointStore, StaleGenerationError
+from fluxion_flows.checkpoint import Checkpoint, MemoryCheckpointStore, StaleGenerationError
 from fluxion_flows.executor import (
     CheckpointOptions,
     ErrorPolicy,
@@ -19,6 +19,7 @@ from fluxion_flows.executor import (
     Step,
     StreamingPipelineExecutor,
 )
+from fluxion_flows.executor.stage_state import StageStateMismatchError
 from fluxion_flows.spi import Document, NonRetryableError
 from fluxion_flows.stages import compile_pipeline
 from fluxion_flows.stages.base import FunctionStage, Stage
@@ -378,7 +379,7 @@ async def test_stage_state_resumes_exactly_across_restart() -> None:
     saved = await store.load("test.pipeline")
     assert saved is not None
     committed = saved.positions["p"]
-    assert sum(saved.stage_state["process[0]"].values()) == committed
+    assert sum(saved.stage_state["process[0]"]["state"].values()) == committed
     second = CountingStage()
     assert committed < 4000
     await executor(ListSource(4000, batch=10, start=committed), RecordingSink(), [second], store=store).run()
@@ -405,6 +406,72 @@ async def test_stage_state_is_keyed_by_manifest_index_when_stages_are_fused() ->
     await executor(ListSource(120, batch=10, start=100), sink, fresh, store=store).run()
     assert restored[0].state_size() == 2  # both parities came back from the checkpoint
     assert sink.documents[-1] == {"_id": 1, "count": 70}  # 50 odd numbers before, 20 more now
+
+
+PARITY_GROUP = {"$group": {"_id": {"$mod": ["$n", 2]}, "count": {"$sum": 1}}}
+
+
+async def _grouped_100(store: MemoryCheckpointStore) -> None:
+    """Counts of 0..99 by parity, checkpointed under ``process[0]``."""
+    await executor(
+        ListSource(100, batch=10), RecordingSink(), compile_pipeline([PARITY_GROUP]), store=store
+    ).run()
+
+
+async def test_stage_state_follows_its_stage_when_a_stage_is_inserted_before_it() -> None:
+    store = MemoryCheckpointStore()
+    await _grouped_100(store)
+    moved = compile_pipeline([{"$match": {"n": {"$gte": 0}}}, PARITY_GROUP])
+    sink = RecordingSink()
+    await executor(ListSource(120, batch=10, start=100), sink, moved, store=store).run()
+    assert sink.documents[-2:] == [{"_id": 0, "count": 60}, {"_id": 1, "count": 60}]
+    saved = await store.load("test.pipeline")
+    assert saved is not None and list(saved.stage_state) == ["process[1]"]
+
+
+@pytest.mark.parametrize(
+    "stages, found",
+    [
+        (
+            [{"$group": {"_id": {"$mod": ["$n", 2]}, "total": {"$sum": "$n"}}}],
+            "is now `$group`, spec changed",
+        ),
+        ([{"$match": {"n": {"$gte": 0}}}], "is now `$match`"),
+        ([], "no stage there now"),
+    ],
+    ids=["changed", "replaced", "removed"],
+)
+async def test_state_no_stage_can_take_stops_the_run_before_anything_is_read(
+    stages: list[dict[str, Any]], found: str
+) -> None:
+    store = MemoryCheckpointStore()
+    await _grouped_100(store)
+    sink = RecordingSink()
+    source = ListSource(120, batch=10, start=100)
+    with pytest.raises(StageStateMismatchError) as caught:
+        await executor(source, sink, compile_pipeline(stages), store=store).run()
+    message = str(caught.value)
+    assert "`process[0]` ($group: " in message and found in message
+    assert "--start-from earliest" in message
+    assert sink.calls == 0
+    saved = await store.load("test.pipeline")
+    assert saved is not None and saved.positions == {"p": 100}
+    assert saved.stage_state["process[0]"]["stage"] == "$group"  # the state is kept for the right manifest
+
+
+async def test_state_saved_before_spec_digests_is_restored_by_key() -> None:
+    store = MemoryCheckpointStore()
+    await store.save(
+        Checkpoint(
+            "test.pipeline",
+            generation=1,
+            positions={"p": 10},
+            stage_state={"process[0]": {"even": 5, "odd": 5}},
+        )
+    )
+    stage = CountingStage()
+    await executor(ListSource(20, batch=10, start=10), RecordingSink(), [stage], store=store).run()
+    assert stage.counts == {"even": 10, "odd": 10}
 
 
 async def test_a_newer_run_fences_the_older_one() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate
 from prefect.client.schemas.filters import (
@@ -131,6 +132,39 @@ async def test_earliest_replays_only_with_confirmation(tmp_path: Path) -> None:
     replay = await drain(path, startFrom={"kind": "earliest", "confirmReplay": True})
     assert replay.is_completed()
     assert [d["n"] for d in lines(tmp_path / "out.jsonl")] == [1, 3, 5, 7, 9] * 2
+
+
+def set_stages(path: Path, stages: list[dict[str, Any]]) -> None:
+    document = yaml.safe_load(path.read_text())
+    document["operationDefs"]["orders"]["execution"]["process"]["stages"] = stages
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+async def test_a_replay_recomputes_stage_state_and_a_changed_stateful_stage_is_refused(
+    tmp_path: Path,
+) -> None:
+    write_orders(tmp_path / "in.jsonl", 10)
+    path = file_manifest(tmp_path, "state-e2e")
+    paid = {"$match": {"status": "PAID"}}
+    set_stages(path, [paid, {"$group": {"_id": None, "paid": {"$sum": 1}}}])
+    assert (await drain(path)).is_completed()
+    assert lines(tmp_path / "out.jsonl")[-1] == {"_id": None, "paid": 5}
+
+    replay = await drain(path, startFrom={"kind": "earliest", "confirmReplay": True})
+    assert replay.is_completed()
+    assert lines(tmp_path / "out.jsonl")[-1] == {"_id": None, "paid": 5}  # recomputed, not 10
+
+    set_stages(path, [paid, {"$group": {"_id": None, "amount": {"$sum": "$n"}}}])
+    refused = await drain(path)
+    assert refused.is_failed()
+    message = str(await refused.aresult(raise_on_failure=False))
+    assert "`process[1]` ($group: " in message and "--start-from earliest" in message
+    async with get_client() as client:
+        attempts = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[refused.state_details.flow_run_id])),
+        )
+    run_task = next(t for t in attempts if t.name.startswith("run-pipeline"))
+    assert run_task.run_count == 1  # not retried: a retry cannot fix the manifest
 
 
 # ----------------------------------------------------------------- parameters
