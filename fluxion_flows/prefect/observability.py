@@ -28,6 +28,7 @@ backlog seen at start).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -139,6 +140,7 @@ class PrefectObserver(ExecutorListener):
             )
         self.table_id: UUID | None = None
         self.progress_id: UUID | None = None
+        self._artifacts: asyncio.Task[None] | None = None
         self.latest: dict[str, Any] = {}
         self._last_report = 0.0
         self._last_out = 0
@@ -151,18 +153,26 @@ class PrefectObserver(ExecutorListener):
     # ------------------------------------------------------------------ hooks
     async def on_start(self, pipeline_id: str) -> None:
         self._emit(names.EVENT_STARTED, {"mode": self.mode.value, "pipeline": self.description})
-        self.table_id = await acreate_table_artifact(
-            table=[],
-            key=names.artifact_key(self.pipeline_id, "metrics"),
-            description=f"Per-stage and per-sink metrics of `{self.pipeline_id}`, updated in place.",
-        )
-        if self.mode is RunMode.DRAIN:
-            self.progress_id = await acreate_progress_artifact(
-                progress=0.0,
-                key=names.artifact_key(self.pipeline_id, "progress"),
-                description=f"Share of the backlog seen at start that `{self.pipeline_id}` has consumed.",
-            )
+        # Created beside the first batches rather than before them: the API calls would delay the
+        # first delivery (a restart's too), and the artifacts are first updated an interval later.
+        self._artifacts = asyncio.create_task(self._create_artifacts(), name="fluxion.artifacts")
         self._last_report = time.monotonic()
+
+    async def _create_artifacts(self) -> None:
+        try:
+            self.table_id = await acreate_table_artifact(
+                table=[],
+                key=names.artifact_key(self.pipeline_id, "metrics"),
+                description=f"Per-stage and per-sink metrics of `{self.pipeline_id}`, updated in place.",
+            )
+            if self.mode is RunMode.DRAIN:
+                self.progress_id = await acreate_progress_artifact(
+                    progress=0.0,
+                    key=names.artifact_key(self.pipeline_id, "progress"),
+                    description=f"Share of the backlog seen at start that `{self.pipeline_id}` has consumed.",
+                )
+        except Exception as exc:  # the pipeline runs on without its artifacts
+            self.logger.warning(self.scrubber.text(f"could not create the metrics artifacts: {exc}"))
 
     async def on_metrics(self, snapshot: dict[str, Any]) -> None:
         self.latest = snapshot
@@ -181,6 +191,8 @@ class PrefectObserver(ExecutorListener):
             self._flush_dead_letters()
 
     async def on_stop(self, snapshot: dict[str, Any], error: BaseException | None) -> None:
+        if self._artifacts is not None:
+            await self._artifacts
         progress = self.latest.get("progress")  # only the periodic snapshot carries the source's progress
         self.latest = {**snapshot, "progress": progress} if progress is not None else snapshot
         await self._report(final=True)
@@ -222,6 +234,8 @@ class PrefectObserver(ExecutorListener):
         return {key: self.latest.get(key) for key in _HEARTBEAT_KEYS}
 
     async def _update_artifacts(self, m: dict[str, Any]) -> None:
+        if self._artifacts is not None:
+            await self._artifacts
         if self.table_id is not None:
             async with get_client() as client:
                 await client.update_artifact(self.table_id, ArtifactUpdate(data=_table(m)))
