@@ -87,6 +87,13 @@ class SnapshotReader:
     One server cursor serves the whole copy (a single index scan), read a page
     at a time; if the server drops it (idle too long while the pipeline was
     backpressured) the copy reopens a cursor after ``last_id``.
+
+    A cursor that ends after yielding documents is not taken at its word: a
+    fresh cursor after ``last_id`` must confirm the end. A server shutting
+    down can close an open cursor with an empty final batch instead of an
+    error (nx-27017 does), and trusting that end would finish the copy with
+    the rest of the collection never read. The confirmation costs one empty
+    query per remaining type bracket, once per copy.
     """
 
     def __init__(
@@ -104,6 +111,8 @@ class SnapshotReader:
         self._cursor: AsyncCursor[dict[str, Any]] | None = None
         self._bracket: int | None = None
         """The bracket the open cursor started in; None for the initial, unfiltered cursor."""
+        self._cursor_moved = False
+        """Whether the open cursor has moved ``last_id``: if so, its end needs confirming."""
         self.done = False
         self.copied = 0
 
@@ -112,6 +121,7 @@ class SnapshotReader:
         while not self.done:
             if self._cursor is None:
                 self._cursor, self._bracket = self._open(), self._current_bracket()
+                self._cursor_moved = False
             try:
                 page = await self._cursor.to_list(self._page_size)
             except OperationFailure as exc:
@@ -120,7 +130,10 @@ class SnapshotReader:
                 await self.drop_cursor()  # reopened after last_id on the next turn
                 continue
             if not page:
-                await self._advance()
+                if self._cursor_moved:
+                    await self.drop_cursor()  # confirm the end: reopen after last_id on the next turn
+                else:
+                    await self._advance()
                 continue
             if self._bracket is not None:
                 # Only the cursor's own bracket counts (a lax server may match numbers for `$gte: false`).
@@ -130,6 +143,7 @@ class SnapshotReader:
                 self._started = True
                 self.last_id = page[-1]["_id"]
                 self.copied += len(page)
+                self._cursor_moved = True
                 return page
         return []
 
@@ -152,6 +166,7 @@ class SnapshotReader:
             return
         self._bracket = finished + 1
         self._cursor = self._find({"_id": _BRACKETS[self._bracket][1]})
+        self._cursor_moved = False
 
     async def drop_cursor(self) -> None:
         """Forget the open cursor (even a lost one): the next page reopens a cursor after ``last_id``."""
