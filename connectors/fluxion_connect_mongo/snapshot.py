@@ -119,11 +119,11 @@ class SnapshotReader:
     async def next_page(self) -> list[Document]:
         """The next documents in ``_id`` order; empty once the copy is complete."""
         while not self.done:
-            if self._cursor is None:
-                self._cursor, self._bracket = self._open(), self._current_bracket()
-                self._cursor_moved = False
+            cursor = self._cursor
+            if cursor is None:
+                cursor = self._start_cursor(self._resume_query(), self._current_bracket())
             try:
-                page = await self._cursor.to_list(self._page_size)
+                page = await cursor.to_list(self._page_size)
             except OperationFailure as exc:
                 if exc.code not in CURSOR_LOST_CODES:
                     raise
@@ -150,12 +150,15 @@ class SnapshotReader:
     def _current_bracket(self) -> int | None:
         return None if not self._started else bracket_of(self.last_id)
 
-    def _open(self) -> AsyncCursor[dict[str, Any]]:
-        query: dict[str, Any] = {} if not self._started else {"_id": {"$gt": self.last_id}}
-        return self._find(query)
+    def _resume_query(self) -> dict[str, Any]:
+        return {} if not self._started else {"_id": {"$gt": self.last_id}}
 
-    def _find(self, query: dict[str, Any]) -> AsyncCursor[dict[str, Any]]:
-        return self._collection.find(query, sort=[("_id", 1)], batch_size=self._page_size)
+    def _start_cursor(self, query: dict[str, Any], bracket: int | None) -> AsyncCursor[dict[str, Any]]:
+        """Open the cursor for ``query`` in ``_id`` order; ``bracket`` None means unfiltered."""
+        self._cursor = self._collection.find(query, sort=[("_id", 1)], batch_size=self._page_size)
+        self._bracket = bracket
+        self._cursor_moved = False
+        return self._cursor
 
     async def _advance(self) -> None:
         """The open cursor is exhausted: go on with the next type bracket, or finish."""
@@ -164,9 +167,7 @@ class SnapshotReader:
         if finished is None or finished + 1 >= len(_BRACKETS):
             self.done = True
             return
-        self._bracket = finished + 1
-        self._cursor = self._find({"_id": _BRACKETS[self._bracket][1]})
-        self._cursor_moved = False
+        self._start_cursor({"_id": _BRACKETS[finished + 1][1]}, finished + 1)
 
     async def drop_cursor(self) -> None:
         """Forget the open cursor (even a lost one): the next page reopens a cursor after ``last_id``."""
